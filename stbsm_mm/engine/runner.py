@@ -1,0 +1,35 @@
+"""An MMEngine Runner that writes checkpoints atomically and records them."""
+import os
+import os.path as osp
+
+from mmengine.dist import is_main_process
+from mmengine.runner import Runner
+from mmpretrain.registry import RUNNERS
+
+from .checkpoint import record_trusted_checkpoint
+
+
+@RUNNERS.register_module()
+class STBSMRunner(Runner):
+    """MMEngine's Runner, with safe checkpoint files.
+
+    Each checkpoint is written to a temporary name and renamed into place,
+    so a crash never leaves a truncated ``.pth``. Its SHA-256 is then
+    recorded in ``checkpoint_sha256.json`` beside it, which lets
+    :func:`stbsm_mm.engine.load_checkpoint_file` load it fully for resuming
+    and testing while other files stay weights-only.
+
+    Examples:
+        >>> from mmengine.config import Config
+        >>> cfg = Config.fromfile('configs/stbsm/resnet34_stbsm.py')  # doctest: +SKIP
+        >>> runner = STBSMRunner.from_cfg(cfg)  # doctest: +SKIP
+    """
+
+    def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs):
+        tmp_name = f'.{filename}.tmp{os.getpid()}'
+        super().save_checkpoint(out_dir, tmp_name, *args, **kwargs)
+        if not is_main_process():
+            return
+        final_path = osp.join(out_dir, filename)
+        os.replace(osp.join(out_dir, tmp_name), final_path)
+        record_trusted_checkpoint(final_path)

@@ -1,0 +1,468 @@
+"""Turn a cohort folder into a prepared dataset folder.
+
+The steps, for each source slice: read it (SimpleITK, spacing kept), correct
+the bias field (N4), normalise the intensities, and for each ROI outlined on
+that slice crop the box around the lesion and write it as a PNG. Then the
+patients are split and the annotation files that
+:class:`stbsm_mm.datasets.T2CropDataset` reads are written, with a manifest
+of every crop's source, box, checksum and the parameters used.
+
+Output layout::
+
+    OUT_DIR/
+      crops/<roi_id>.png          8-bit lesion crops
+      annotations/<split>.json    train, val, external, all, fold<k>_train,
+                                  fold<k>_val (mmengine annotation format)
+      splits/patients.csv         patient -> site, label, split, fold
+      manifest.json               sources, boxes, checksums, parameters
+      cache/                      per-slice records that let a re-run skip
+                                  slices whose inputs and parameters are
+                                  unchanged
+"""
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import re
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import SimpleITK as sitk
+from mmengine.logging import MMLogger
+from tqdm import tqdm
+
+from ..cohort.splits import EXTERNAL, SPLITS, PatientSplit, split_patients
+from ..cohort.table import Cohort, CohortError, Roi, load_cohort
+from ..io.image import read_slice
+from ..io.labelme import (check_image_size, labelme_image, lesion_box,
+                          load_labelme)
+from ..utils.fileio import (atomic_write_json, atomic_write_text,
+                            atomic_writer, sha256_of_file)
+from ..version import __version__
+from .crop import crop_lesion
+from .intensity import normalize_intensity
+from .n4 import correct_bias_field, foreground_mask
+
+PathLike = Union[str, Path]
+
+MANIFEST_VERSION = 1
+SOURCES = ('auto', 'image', 'dicom')
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Parameters of the preprocessing, recorded in the manifest.
+
+    Args:
+        n4: Run N4 bias-field correction.
+        shrink_factor: Down-sampling factor of the N4 fit.
+        n4_iterations: Maximum N4 iterations per fitting level.
+        normalization: ``'percentile'`` or ``'zscore'``.
+        low_percentile: Lower percentile of the percentile window.
+        high_percentile: Upper percentile of the percentile window.
+        lesion_labels: Labelme labels that count as lesion outlines
+            (``None``: every polygon, rectangle and circle).
+        crop_mode: ``'largest'`` (box of the largest shape) or ``'union'``.
+        margin: Extra border per side, as a fraction of the box size.
+        square_pixels: Resample crops to square pixels.
+        source: Which column supplies the slice: ``'image'``, ``'dicom'``
+            or ``'auto'`` (``image`` when given, else ``dicom``, else the
+            image the Labelme file refers to).
+    """
+
+    n4: bool = True
+    shrink_factor: int = 4
+    n4_iterations: Tuple[int, ...] = (50, 50, 30, 20)
+    normalization: str = 'percentile'
+    low_percentile: float = 0.5
+    high_percentile: float = 99.5
+    lesion_labels: Optional[Tuple[str, ...]] = None
+    crop_mode: str = 'largest'
+    margin: float = 0.0
+    square_pixels: bool = True
+    source: str = 'auto'
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f'source={self.source!r}; use one of {SOURCES}.')
+        if self.crop_mode not in ('largest', 'union'):
+            raise ValueError(f"crop_mode={self.crop_mode!r}; use 'largest' "
+                             "or 'union'.")
+        if self.margin < 0:
+            raise ValueError(f'margin={self.margin}; use a fraction >= 0.')
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+@dataclass
+class _SliceTask:
+    """One source slice and the ROIs outlined on it."""
+
+    key: str
+    source: Optional[str]
+    slice_index: Optional[int]
+    instance_number: Optional[int]
+    rois: List[Tuple[str, str, str]]  # (roi_id, annotation path, crop path)
+
+
+def prepare_cohort(cohort_dir: PathLike,
+                   out_dir: PathLike,
+                   config: PreprocessConfig = PreprocessConfig(),
+                   external_sites: Sequence[str] = (),
+                   val_fraction: float = 0.2,
+                   n_folds: int = 5,
+                   seed: int = 0,
+                   classes: Optional[Sequence[str]] = None,
+                   workers: Optional[int] = None,
+                   progress: bool = True) -> dict:
+    """Preprocess a cohort and write the prepared dataset folder.
+
+    Args:
+        cohort_dir: Folder with ``patients.csv`` and ``rois.csv``.
+        out_dir: Output folder; created if missing. Finished crops in it
+            are reused when their inputs and parameters are unchanged.
+        config: Preprocessing parameters.
+        external_sites: Sites whose patients form the external test set.
+        val_fraction: Fraction of development patients for validation.
+        n_folds: Number of cross-validation folds (0: none).
+        seed: Seed of the patient splits.
+        classes: Class names in index order (default: from the data).
+        workers: Worker processes (default: all CPU cores).
+        progress: Show a progress bar.
+
+    Returns:
+        dict: the manifest that was written to ``out_dir/manifest.json``.
+    """
+    logger = MMLogger.get_current_instance()
+    cohort_dir, out_dir = Path(cohort_dir), Path(out_dir)
+    if out_dir.resolve() == cohort_dir.resolve():
+        raise CohortError(f'{out_dir}: the output folder must differ from the '
+                          'cohort folder.')
+
+    # Step 1: the tables and the patient splits.
+    cohort = load_cohort(cohort_dir, classes)
+    split = split_patients(cohort, external_sites, val_fraction, n_folds,
+                           seed)
+    logger.info(
+        f'Cohort {cohort_dir}: {len(cohort.patients)} patients, '
+        f'{len(cohort.rois)} ROIs, classes {list(cohort.classes)}; '
+        + ', '.join(f'{name} {len(split.patients_in(name))} patients'
+                    for name in SPLITS))
+
+    # Step 2: crops, one task per source slice, reusing cached slices.
+    crop_names = _crop_names(cohort.rois)
+    tasks = _slice_tasks(cohort, config, crop_names)
+    records = _run_tasks(tasks, cohort_dir, out_dir, config, workers,
+                         progress)
+
+    # Step 3: annotation files, split table and manifest.
+    manifest = _write_outputs(cohort, split, config, records, crop_names,
+                              out_dir)
+    logger.info(f'Prepared {len(records)} crops in {out_dir}.')
+    return manifest
+
+
+def _crop_names(rois: Sequence[Roi]) -> Dict[str, str]:
+    """Map each roi_id to a file-safe, unique crop file name."""
+    names: Dict[str, str] = {}
+    used = set()
+    for roi in rois:
+        safe = re.sub(r'[^0-9A-Za-z._-]', '_', roi.roi_id).strip('.') or 'roi'
+        name = f'{safe}.png'
+        if name.lower() in used:
+            digest = hashlib.sha256(roi.roi_id.encode()).hexdigest()[:8]
+            name = f'{safe}_{digest}.png'
+        used.add(name.lower())
+        names[roi.roi_id] = name
+    return names
+
+
+def _slice_tasks(cohort: Cohort, config: PreprocessConfig,
+                 crop_names: Dict[str, str]) -> List[_SliceTask]:
+    grouped: 'OrderedDict[tuple, List[Roi]]' = OrderedDict()
+    for roi in cohort.rois:
+        source = _source_of(roi, config.source)
+        key = (str(source) if source else f'labelme:{roi.annotation}',
+               roi.slice_index, roi.instance_number)
+        grouped.setdefault(key, []).append(roi)
+
+    tasks = []
+    for (source, slice_index, instance_number), rois in grouped.items():
+        tasks.append(
+            _SliceTask(
+                key='',
+                source=None if source.startswith('labelme:') else source,
+                slice_index=slice_index,
+                instance_number=instance_number,
+                rois=[(roi.roi_id, str(roi.annotation),
+                       f'crops/{crop_names[roi.roi_id]}') for roi in rois]))
+    return tasks
+
+
+def _source_of(roi: Roi, preference: str) -> Optional[Path]:
+    if preference == 'image':
+        if roi.image is None:
+            raise CohortError(
+                f'ROI {roi.roi_id!r} has no image path, but --source image was'
+                ' requested. Fill the image column or use --source auto.')
+        return roi.image
+    if preference == 'dicom':
+        if roi.dicom is None:
+            raise CohortError(
+                f'ROI {roi.roi_id!r} has no dicom folder, but --source dicom '
+                'was requested. Fill the dicom column or use --source auto.')
+        return roi.dicom
+    return roi.image or roi.dicom
+
+
+def _run_tasks(tasks: List[_SliceTask], cohort_dir: Path, out_dir: Path,
+               config: PreprocessConfig, workers: Optional[int],
+               progress: bool) -> Dict[str, dict]:
+    """Process every slice task; return crop records keyed by roi_id."""
+    params = config.to_dict()
+    for task in tasks:
+        task.key = _task_key(task, params)
+
+    records: Dict[str, dict] = {}
+    pending = []
+    for task in tasks:
+        cached = _load_cached(out_dir, task)
+        if cached is None:
+            pending.append(task)
+        else:
+            records.update(cached)
+
+    logger = MMLogger.get_current_instance()
+    logger.info(f'{len(tasks)} slices: {len(tasks) - len(pending)} unchanged '
+                f'(reused), {len(pending)} to process.')
+    if not pending:
+        return records
+
+    workers = workers or os.cpu_count() or 1
+    workers = max(1, min(workers, len(pending)))
+    bar = tqdm(total=len(pending), desc='prepare', unit='slice',
+               disable=not progress)
+    if workers == 1:
+        for task in pending:
+            records.update(_process_task(task, cohort_dir, out_dir, config))
+            bar.update()
+    else:
+        context = multiprocessing.get_context('fork')
+        with ProcessPoolExecutor(workers, mp_context=context,
+                                 initializer=_init_worker) as pool:
+            futures = [
+                pool.submit(_process_task, task, cohort_dir, out_dir, config)
+                for task in pending
+            ]
+            for future in futures:
+                records.update(future.result())
+                bar.update()
+    bar.close()
+    return records
+
+
+def _init_worker() -> None:
+    # One ITK thread per process: the processes already use every core.
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
+def _task_key(task: _SliceTask, params: dict) -> str:
+    """Hash the task's input files' checksums and the parameters."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(params, sort_keys=True).encode())
+    digest.update(f'{task.slice_index}|{task.instance_number}'.encode())
+    if task.source:
+        for path in _source_files(Path(task.source)):
+            digest.update(sha256_of_file(path).encode())
+    for roi_id, annotation, crop in task.rois:
+        digest.update(f'{roi_id}|{crop}|'.encode())
+        digest.update(sha256_of_file(annotation).encode()
+                      if os.path.isfile(annotation) else b'missing')
+    return digest.hexdigest()
+
+
+def _source_files(source: Path) -> List[Path]:
+    if source.is_dir():
+        return sorted(path for path in source.rglob('*') if path.is_file())
+    return [source] if source.exists() else []
+
+
+def _cache_path(out_dir: Path, task: _SliceTask) -> Path:
+    return out_dir / 'cache' / f'{task.key}.json'
+
+
+def _load_cached(out_dir: Path, task: _SliceTask) -> Optional[dict]:
+    """Return the task's records if its crops are finished and intact."""
+    path = _cache_path(out_dir, task)
+    if not path.is_file():
+        return None
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    for record in records.values():
+        crop = out_dir / record['crop']
+        if not crop.is_file() or sha256_of_file(crop) != record['crop_sha256']:
+            return None
+    return records
+
+
+def _process_task(task: _SliceTask, cohort_dir: Path, out_dir: Path,
+                  config: PreprocessConfig) -> Dict[str, dict]:
+    """Preprocess one slice and write the crops of its ROIs."""
+    # Read the slice.
+    annotations = [load_labelme(path) for _, path, _ in task.rois]
+    if task.source:
+        image = read_slice(task.source, task.slice_index,
+                           task.instance_number)
+    else:
+        image = sitk.Cast(
+            sitk.GetImageFromArray(labelme_image(annotations[0])),
+            sitk.sitkFloat32)
+    width, height = image.GetSize()
+    for annotation in annotations:
+        check_image_size(annotation, height, width)
+
+    # Correct the bias field and normalise the intensities.
+    if config.n4:
+        image, mask = correct_bias_field(image,
+                                         shrink_factor=config.shrink_factor,
+                                         iterations=config.n4_iterations)
+    else:
+        mask = foreground_mask(image)
+    image = normalize_intensity(image, mask, config.normalization,
+                                config.low_percentile, config.high_percentile)
+
+    # Crop each ROI and write it.
+    records = {}
+    for (roi_id, annotation_path, crop_rel), annotation in zip(
+            task.rois, annotations):
+        box = lesion_box(annotation, height, width, config.lesion_labels,
+                         config.crop_mode, config.margin)
+        crop = crop_lesion(image, box, config.square_pixels)
+        crop_path = out_dir / crop_rel
+        with atomic_writer(crop_path) as tmp:
+            sitk.WriteImage(crop, str(tmp))
+        records[roi_id] = {
+            'source': _relative(task.source, cohort_dir),
+            'source_sha256': _source_checksum(task.source),
+            'slice_index': task.slice_index,
+            'instance_number': task.instance_number,
+            'annotation': _relative(annotation_path, cohort_dir),
+            'annotation_sha256': sha256_of_file(annotation_path),
+            'source_size': [width, height],
+            'source_spacing': list(image.GetSpacing()),
+            'box': list(box),
+            'crop': crop_rel,
+            'crop_size': list(crop.GetSize()),
+            'crop_spacing': list(crop.GetSpacing()),
+            'crop_sha256': sha256_of_file(crop_path),
+        }
+    atomic_write_json(_cache_path(out_dir, task), records)
+    return records
+
+
+def _source_checksum(source: Optional[str]) -> Optional[str]:
+    if not source:
+        return None
+    files = _source_files(Path(source))
+    if len(files) == 1:
+        return sha256_of_file(files[0])
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(sha256_of_file(path).encode())
+    return digest.hexdigest()
+
+
+def _relative(path: Optional[PathLike], root: Path) -> Optional[str]:
+    if path is None:
+        return None
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def _write_outputs(cohort: Cohort, split: PatientSplit,
+                   config: PreprocessConfig, records: Dict[str, dict],
+                   crop_names: Dict[str, str], out_dir: Path) -> dict:
+    classes = list(cohort.classes)
+    samples = []
+    for roi in cohort.rois:
+        samples.append({
+            'img_path': records[roi.roi_id]['crop'],
+            'gt_label': cohort.classes.index(roi.label),
+            'label': roi.label,
+            'roi_id': roi.roi_id,
+            'patient_id': roi.patient_id,
+            'site': cohort.site_of(roi),
+            'split': split.split[roi.patient_id],
+            'fold': split.fold.get(roi.patient_id),
+        })
+
+    def write(name: str, selected: List[dict]) -> None:
+        atomic_write_json(out_dir / 'annotations' / f'{name}.json', {
+            'metainfo': {'classes': classes, 'split': name},
+            'data_list': selected
+        })
+
+    write('all', samples)
+    for name in SPLITS:
+        write(name, [s for s in samples if s['split'] == name])
+    for fold in range(split.n_folds):
+        write(f'fold{fold}_train',
+              [s for s in samples
+               if s['split'] != EXTERNAL and s['fold'] != fold])
+        write(f'fold{fold}_val', [s for s in samples if s['fold'] == fold])
+    _write_patient_table(cohort, split, out_dir / 'splits' / 'patients.csv')
+
+    manifest = {
+        'format_version': MANIFEST_VERSION,
+        'stbsm_mm_version': __version__,
+        'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+        'cohort': str(cohort.root.resolve()),
+        'classes': classes,
+        'preprocessing': config.to_dict(),
+        'split': {
+            'seed': split.seed,
+            'val_fraction': split.val_fraction,
+            'n_folds': split.n_folds,
+            'external_sites': split.external_sites,
+            'patients': {name: len(split.patients_in(name))
+                         for name in SPLITS},
+            'rois': {name: sum(s['split'] == name for s in samples)
+                     for name in SPLITS},
+        },
+        'rois': [
+            dict(roi_id=s['roi_id'], patient_id=s['patient_id'],
+                 site=s['site'], label=s['label'], split=s['split'],
+                 fold=s['fold'], **records[s['roi_id']]) for s in samples
+        ],
+    }
+    atomic_write_json(out_dir / 'manifest.json', manifest)
+    return manifest
+
+
+def _write_patient_table(cohort: Cohort, split: PatientSplit,
+                         path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator='\n')
+    writer.writerow(['patient_id', 'site', 'label', 'split', 'fold', 'rois'])
+    for patient_id in sorted(split.split):
+        writer.writerow([
+            patient_id, cohort.patients[patient_id].site,
+            cohort.patient_label(patient_id), split.split[patient_id],
+            '' if split.fold.get(patient_id) is None else
+            split.fold[patient_id],
+            sum(roi.patient_id == patient_id for roi in cohort.rois)
+        ])
+    atomic_write_text(path, buffer.getvalue())
+

@@ -1,0 +1,101 @@
+"""Train one stbsm-mm config with MMEngine's Runner.
+
+Examples:
+    python tools/train.py configs/stbsm/resnet34_stbsm.py \
+        --cfg-options data_root=data/spider_prepared train_cfg.max_epochs=2
+    bash tools/dist_train.sh configs/stbsm/resnet34_stbsm.py 2
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Train a classifier of T2-weighted lesion crops.')
+    parser.add_argument('config', help='config file, e.g. '
+                        'configs/stbsm/resnet34_stbsm.py')
+    parser.add_argument(
+        '--work-dir',
+        help='folder for checkpoints, logs and predictions (default: '
+        'work_dirs/<config name>)')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from the given checkpoint, or, without a value, from '
+        'the latest checkpoint in the work dir')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='train with automatic mixed precision (GPU)')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='skip validation during training')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value, e.g. data_root=DIR '
+        'train_cfg.max_epochs=2 train_dataloader.batch_size=8')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm'],
+        default='none',
+        help='job launcher for multi-process training')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_config(args) -> Config:
+    from stbsm_mm.engine import prepare_run_config, setup_distributed
+
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+
+    if args.amp:
+        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if optim_wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
+            raise ValueError(f'--amp needs OptimWrapper, the config has '
+                             f'{optim_wrapper}.')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+        cfg.default_hooks.checkpoint.save_best = None
+
+    prepare_run_config(cfg)
+    setup_distributed(cfg, args.launcher)
+    return cfg
+
+
+def main():
+    args = parse_args()
+    import stbsm_mm  # noqa: F401  (registers modules and the loader)
+    from stbsm_mm.engine import STBSMRunner
+
+    cfg = build_config(args)
+    runner = STBSMRunner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
