@@ -121,7 +121,9 @@ def main(argv=None) -> int:
     from stbsm_mm.io import LabelmeError, SliceReadError
     from stbsm_mm.preprocessing import PreprocessConfig, prepare_cohort
 
-    MMLogger.get_instance('stbsm_mm', log_level='INFO')
+    # A second get_instance call with arguments only warns, so create once.
+    if not MMLogger.check_instance_created('stbsm_mm'):
+        MMLogger.get_instance('stbsm_mm', log_level='INFO')
     try:
         config = PreprocessConfig(
             n4=not args.no_n4,

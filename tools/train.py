@@ -94,6 +94,10 @@ def main():
 
     cfg = build_config(args)
     runner = STBSMRunner.from_cfg(cfg)
+    backend = cfg.env_cfg.dist_cfg.get('backend') if runner.distributed \
+        else 'none'
+    runner.logger.info(f'Training with {runner.world_size} process(es), '
+                       f'distributed backend: {backend}.')
     runner.train()
 
 

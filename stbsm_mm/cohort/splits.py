@@ -58,7 +58,10 @@ def split_patients(cohort: Cohort,
             met as closely as whole patients and the strata allow.
         n_folds: Number of cross-validation folds of the development
             patients (0 disables folds).
-        seed: Random seed of both shuffles.
+        seed: Random seed of both shuffles. NOTE: ``StratifiedGroupKFold``
+            only shuffles patients whose ROI label distributions are alike,
+            so on a small cohort many seeds give the same split (on the
+            13-patient SPIDER demo cohort, seeds 0 to 199 give two).
 
     Returns:
         PatientSplit: the assignment.

@@ -101,7 +101,7 @@ def load_cohort(root: PathLike,
 
     Examples:
         >>> cohort = load_cohort('tests/data/cohort')  # doctest: +SKIP
-        >>> cohort.classes
+        >>> cohort.classes  # doctest: +SKIP
         ('STB', 'SM')
     """
     root = Path(root)
@@ -163,7 +163,14 @@ def _read_table(path: Path, required: Sequence[str]) -> List[Dict[str, str]]:
                 f'{path}: missing column(s) {missing}; found {header}.')
         rows = []
         for row in reader:
-            rows.append({(key or '').strip(): (value or '').strip()
+            if None in row:
+                # csv.DictReader stores surplus fields under the key None.
+                raise CohortError(
+                    f'{path}, line {reader.line_num}: {len(header)} columns '
+                    f'in the header but {len(header) + len(row[None])} '
+                    'fields in this row. Remove the extra fields (a '
+                    'trailing comma) or quote values that contain commas.')
+            rows.append({key.strip(): (value or '').strip()
                          for key, value in row.items()})
     if not rows:
         raise CohortError(f'{path}: the table has no rows.')
@@ -251,8 +258,15 @@ def _optional_int(value: Optional[str], where: str,
                   column: str) -> Optional[int]:
     if value is None or value == '':
         return None
+    # pandas writes an integer column with empty cells as '2.0', so whole
+    # floats are accepted.
     try:
-        return int(float(value))
+        number = float(value)
     except ValueError as error:
         raise CohortError(
             f'{where}: {column}={value!r} is not an integer.') from error
+    if not number.is_integer():
+        raise CohortError(
+            f'{where}: {column}={value!r} is not an integer. Give the '
+            'whole-number index of the outlined slice.')
+    return int(number)

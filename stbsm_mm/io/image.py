@@ -45,11 +45,11 @@ def read_slice(path: PathLike,
     Examples:
         >>> import numpy as np, SimpleITK as sitk, tempfile, os
         >>> image = sitk.GetImageFromArray(np.ones((4, 6), np.uint16))
-        >>> image.SetSpacing((0.5, 0.8))
+        >>> image.SetSpacing((0.5, 0.75))
         >>> path = os.path.join(tempfile.mkdtemp(), 'slice.nii.gz')
         >>> sitk.WriteImage(image, path)
         >>> read_slice(path).GetSpacing()
-        (0.5, 0.8)
+        (0.5, 0.75)
     """
     path = Path(path)
     if not path.exists():

@@ -115,6 +115,10 @@ def labelme_image(annotation: LabelmeAnnotation) -> np.ndarray:
 
     ``imageData`` (the image embedded as base64) is used when present,
     otherwise ``imagePath`` relative to the JSON file's folder.
+
+    Raises:
+        LabelmeError: neither is set, the ``imagePath`` file is missing, or
+            the image is in colour.
     """
     from labelme.utils import img_b64_to_arr
 
@@ -135,7 +139,15 @@ def labelme_image(annotation: LabelmeAnnotation) -> np.ndarray:
             f'{annotation.path}: neither imageData nor imagePath is set, and '
             'rois.csv gives no image or dicom for this ROI.')
     if array.ndim == 3:
-        array = array[..., 0]
+        # Grayscale may be stored as RGB(A) or gray plus alpha, but colour
+        # is rejected.
+        color = array[..., :3] if array.shape[-1] >= 3 else array[..., :1]
+        if np.any(color != color[..., :1]):
+            raise LabelmeError(
+                f'{annotation.path}: the image is in colour (its R, G and B '
+                'channels differ). MR slices are grayscale; give the slice '
+                'in the image or dicom column of rois.csv.')
+        array = color[..., 0]
     return array
 
 
@@ -186,7 +198,10 @@ def lesion_box(annotation: LabelmeAnnotation,
             'with --lesion-labels.')
 
     masks = [shape_mask(shape, height, width) for shape in candidates]
-    areas = [int(mask.sum()) for mask in masks]
+    # Labelme draws a degenerate outline (collinear polygon points, a
+    # rectangle of zero width) as a line of pixels, but it encloses nothing.
+    areas = [0 if _is_degenerate(shape) else int(mask.sum())
+             for shape, mask in zip(candidates, masks)]
     if max(areas) == 0:
         raise LabelmeError(
             f'{annotation.path}: every lesion outline has zero area inside '
@@ -194,7 +209,8 @@ def lesion_box(annotation: LabelmeAnnotation,
     if mode == 'largest':
         region = masks[int(np.argmax(areas))]
     else:
-        region = np.logical_or.reduce(masks)
+        region = np.logical_or.reduce(
+            [mask for mask, area in zip(masks, areas) if area > 0])
 
     rows = np.flatnonzero(region.any(axis=1))
     cols = np.flatnonzero(region.any(axis=0))
@@ -235,6 +251,18 @@ def _parse_shape(raw: dict, path: Path, number: int) -> LabelmeShape:
             f'{path}: shape {number} has no valid "points" list of [x, y] '
             'pairs.') from error
     return LabelmeShape(label=label, shape_type=shape_type, points=points)
+
+
+def _is_degenerate(shape: LabelmeShape) -> bool:
+    """Tell whether a shape's outline encloses zero area."""
+    points = shape.points
+    if shape.shape_type == 'circle':
+        return bool(np.allclose(points[0], points[1]))
+    if shape.shape_type == 'rectangle':
+        width, height = np.abs(points[1] - points[0])
+        return bool(width == 0 or height == 0)
+    # A polygon encloses area unless all of its points lie on one line.
+    return int(np.linalg.matrix_rank(points - points[0])) < 2
 
 
 def _optional_int(value) -> Optional[int]:

@@ -282,11 +282,25 @@ def _task_key(task: _SliceTask, params: dict) -> str:
     if task.source:
         for path in _source_files(Path(task.source)):
             digest.update(sha256_of_file(path).encode())
+    else:
+        # The slice is the image that the Labelme file refers to.
+        image = _labelme_image_file(task.rois[0][1])
+        if image is not None:
+            digest.update(sha256_of_file(image).encode())
     for roi_id, annotation, crop in task.rois:
         digest.update(f'{roi_id}|{crop}|'.encode())
         digest.update(sha256_of_file(annotation).encode()
                       if os.path.isfile(annotation) else b'missing')
     return digest.hexdigest()
+
+
+def _labelme_image_file(annotation_path: str) -> Optional[Path]:
+    """Return the file that a Labelme imagePath names, unless embedded."""
+    annotation = load_labelme(annotation_path)
+    if annotation.image_data or not annotation.image_path:
+        return None
+    path = annotation.path.parent / annotation.image_path.replace('\\', '/')
+    return path if path.is_file() else None
 
 
 def _source_files(source: Path) -> List[Path]:

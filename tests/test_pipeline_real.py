@@ -1,0 +1,167 @@
+"""End to end on the real demo cohort: prepare, train, test, resume, gloo.
+
+The demo cohort is real sagittal T2 MRI (SPIDER); its label is a Modic
+endplate change (``modic``) versus none. The Philips patients are the
+external test set. Schedules are a single short epoch: these tests check
+the machinery and that every figure follows from the saved predictions,
+not the accuracy.
+"""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score,
+                             precision_score, recall_score, roc_auc_score)
+
+from conftest import DEMO_EXTERNAL_PATIENTS, run_tool
+from stbsm_mm.utils import sha256_of_file
+
+QUICK = [
+    'train_cfg.max_epochs=1',
+    'train_dataloader.dataset.times=1',
+    'train_dataloader.batch_size=8',
+    'val_dataloader.batch_size=16',
+    'test_dataloader.batch_size=16',
+    'default_hooks.logger.interval=1',
+]
+
+
+def train(config, work_dir, data_root, *extra, options=()):
+    cfg_options = [f'data_root={data_root}', *QUICK, *options]
+    return run_tool('tools/train.py', config, '--work-dir', work_dir, *extra,
+                    '--cfg-options', *cfg_options)
+
+
+@pytest.fixture(scope='module')
+def resnet34_run(spider_prepared, tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('resnet34_run')
+    train('configs/stbsm/resnet34_stbsm.py', work_dir, spider_prepared)
+    return work_dir
+
+
+def read_predictions(path):
+    with open(path, newline='') as file:
+        return list(csv.DictReader(file))
+
+
+def check_figures_follow_from_predictions(output_dir, n_images):
+    metrics = json.loads((output_dir / 'metrics.json').read_text())
+    rows = read_predictions(output_dir / 'predictions.csv')
+    assert len(rows) == n_images
+    assert metrics['n_images'] == n_images
+
+    classes = metrics['classes']
+    positive = metrics['positive_index']
+    labels = np.array([int(row['label_index']) for row in rows])
+    scores = np.array([float(row[f'score_{classes[positive]}'])
+                       for row in rows])
+    predicted_positive = scores >= metrics['threshold']
+    truth_positive = labels == positive
+    predicted = np.where(predicted_positive, positive, 1 - positive)
+
+    assert [row['pred_label'] for row in rows] == [
+        classes[index] for index in predicted
+    ]
+    assert metrics['accuracy'] == pytest.approx(
+        accuracy_score(labels, predicted))
+    assert metrics['sensitivity'] == pytest.approx(
+        recall_score(truth_positive, predicted_positive))
+    assert metrics['specificity'] == pytest.approx(
+        recall_score(~truth_positive, ~predicted_positive))
+    if predicted_positive.any():
+        assert metrics['precision'] == pytest.approx(
+            precision_score(truth_positive, predicted_positive))
+    else:
+        assert metrics['precision'] is None
+    assert metrics['f1'] == pytest.approx(
+        f1_score(truth_positive, predicted_positive, zero_division=0))
+    assert metrics['macro_sensitivity'] == pytest.approx(
+        recall_score(labels, predicted, average='macro'))
+    assert metrics['auc'] == pytest.approx(
+        roc_auc_score(truth_positive, scores))
+    assert metrics['confusion_matrix'] == confusion_matrix(
+        labels, predicted, labels=[0, 1]).tolist()
+    return metrics, rows
+
+
+def test_prepare_real_cohort(spider_prepared):
+    manifest = json.loads((spider_prepared / 'manifest.json').read_text())
+    assert manifest['classes'] == ['modic', 'no_modic']
+    assert len(manifest['rois']) == 92
+    external = {r['patient_id'] for r in manifest['rois']
+                if r['split'] == 'external'}
+    assert external == DEMO_EXTERNAL_PATIENTS
+    for record in manifest['rois']:
+        crop = spider_prepared / record['crop']
+        assert sha256_of_file(crop) == record['crop_sha256']
+        assert record['crop_spacing'][0] == pytest.approx(
+            record['crop_spacing'][1])
+
+
+def test_resnet34_external_test(resnet34_run, spider_prepared):
+    checkpoint = resnet34_run / 'epoch_1.pth'
+    run_tool('tools/test.py', 'configs/stbsm/resnet34_stbsm_external.py',
+             checkpoint, '--cfg-options', f'data_root={spider_prepared}')
+
+    output_dir = resnet34_run / 'external'
+    metrics, rows = check_figures_follow_from_predictions(output_dir, 29)
+    assert metrics['positive_class'] == 'modic'
+    for key in ('accuracy', 'precision', 'sensitivity', 'specificity', 'f1',
+                'macro_precision', 'macro_sensitivity', 'macro_f1', 'auc',
+                'confusion_matrix', 'averaging'):
+        assert key in metrics
+    assert {row['patient_id'] for row in rows} == DEMO_EXTERNAL_PATIENTS
+
+    record = json.loads((output_dir / 'test_run.json').read_text())
+    assert record['checkpoint_sha256'] == sha256_of_file(checkpoint)
+    assert record['split'] == 'external'
+    assert record['versions']['mmpretrain'] == '1.2.0'
+
+
+def test_validation_predictions_written(resnet34_run):
+    manifest_val = 15  # ROIs of the two validation patients (seed 0)
+    check_figures_follow_from_predictions(resnet34_run / 'val', manifest_val)
+
+
+def test_mvitv2_train_and_external_test(spider_prepared, tmp_path):
+    train('configs/stbsm/mvitv2_stbsm.py', tmp_path, spider_prepared,
+          options=['train_dataloader.dataset.dataset.indices=16'])
+    run_tool('tools/test.py', 'configs/stbsm/mvitv2_stbsm_external.py',
+             tmp_path / 'epoch_1.pth', '--cfg-options',
+             f'data_root={spider_prepared}')
+    check_figures_follow_from_predictions(tmp_path / 'external', 29)
+
+
+def test_resume_from_checkpoint(resnet34_run, spider_prepared, tmp_path):
+    work_dir = tmp_path / 'resumed'
+    shutil.copytree(resnet34_run, work_dir)
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_1.pth'))
+
+    result = train('configs/stbsm/resnet34_stbsm.py', work_dir,
+                   spider_prepared, '--resume',
+                   options=['train_cfg.max_epochs=2'])
+    assert 'resumed epoch: 1' in result.output
+    assert 'Epoch(train) [2]' in result.output
+    assert 'Epoch(train) [1]' not in result.output
+    assert (work_dir / 'epoch_2.pth').is_file()
+
+    run_tool('tools/test.py', 'configs/stbsm/resnet34_stbsm_external.py',
+             work_dir / 'epoch_2.pth', '--cfg-options',
+             f'data_root={spider_prepared}')
+    check_figures_follow_from_predictions(work_dir / 'external', 29)
+
+
+def test_two_process_gloo_training(spider_prepared, tmp_path):
+    result = run_tool('tools/dist_train.sh',
+                      'configs/stbsm/resnet34_stbsm.py', 2, '--work-dir',
+                      tmp_path, '--cfg-options',
+                      f'data_root={spider_prepared}', *QUICK,
+                      env={'PORT': '29517'})
+    assert 'Training with 2 process(es), distributed backend: gloo' in (
+        result.output)
+    # 48 training crops, batch 8 per process, 2 processes: 3 steps.
+    assert 'Epoch(train) [1][3/3]' in result.output
+    assert (tmp_path / 'epoch_1.pth').is_file()
+    check_figures_follow_from_predictions(tmp_path / 'val', 15)
