@@ -165,3 +165,15 @@ def test_two_process_gloo_training(spider_prepared, tmp_path):
     assert 'Epoch(train) [1][3/3]' in result.output
     assert (tmp_path / 'epoch_1.pth').is_file()
     check_figures_follow_from_predictions(tmp_path / 'val', 15)
+
+
+def test_train_run_record(resnet34_run, spider_prepared):
+    record = json.loads((resnet34_run / 'train_run.json').read_text())
+    assert record['manifest_sha256'] == sha256_of_file(
+        spider_prepared / 'manifest.json')
+    assert record['split'] == 'train'
+    assert record['seed'] == 0
+    assert record['world_size'] == 1
+    assert record['versions']['torch'].startswith('2.14.1')
+    assert json.loads((resnet34_run / 'checkpoint_sha256.json').read_text())[
+        'epoch_1.pth'] == sha256_of_file(resnet34_run / 'epoch_1.pth')

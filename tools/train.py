@@ -91,6 +91,7 @@ def main():
     args = parse_args()
     import stbsm_mm  # noqa: F401  (registers modules and the loader)
     from stbsm_mm.engine import STBSMRunner
+    from stbsm_mm.engine.provenance import write_run_record
 
     cfg = build_config(args)
     runner = STBSMRunner.from_cfg(cfg)
@@ -99,6 +100,10 @@ def main():
     runner.logger.info(f'Training with {runner.world_size} process(es), '
                        f'distributed backend: {backend}.')
     runner.train()
+    if runner.rank == 0:
+        write_run_record(osp.join(cfg.work_dir, 'train_run.json'), cfg,
+                         'train_dataloader',
+                         world_size=runner.world_size)
 
 
 if __name__ == '__main__':
