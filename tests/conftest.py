@@ -1,5 +1,6 @@
 """Shared fixtures: the repository, the real demo cohort, tool runner."""
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ DEMO_EXTERNAL_SITE = 'Philips Ingenia'
 DEMO_EXTERNAL_PATIENTS = {'100', '169', '244', '36'}
 
 
-def run_tool(*args, cwd=REPO_ROOT, expect_ok=True, env=None, timeout=900):
+def run_tool(*args, cwd=REPO_ROOT, expect_ok=True, env=None, timeout=600):
     """Run ``python tools/...`` (or a shell script) and return the result."""
     command = [str(arg) for arg in args]
     if command[0].endswith('.py'):
@@ -24,9 +25,19 @@ def run_tool(*args, cwd=REPO_ROOT, expect_ok=True, env=None, timeout=900):
         command = ['bash'] + command
     full_env = dict(os.environ, PYTHON=sys.executable,
                     PYTHONUNBUFFERED='1', **(env or {}))
-    result = subprocess.run(command, cwd=cwd, env=full_env, text=True,
-                            capture_output=True, timeout=timeout)
-    output = result.stdout + result.stderr
+    # A new session lets a timeout stop torchrun and all of its workers.
+    process = subprocess.Popen(command, cwd=cwd, env=full_env, text=True,
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f'{" ".join(command)} timed out after {timeout} s:\n'
+                    f'{output[-6000:]}')
+    result = subprocess.CompletedProcess(command, process.returncode, output)
     if expect_ok and result.returncode != 0:
         pytest.fail(f'{" ".join(command)} exited with {result.returncode}:\n'
                     f'{output[-6000:]}')

@@ -143,9 +143,12 @@ def test_slurm_environment_for_cpu(tmp_path, monkeypatch):
     scontrol.write_text('#!/bin/sh\necho node-a\necho node-b\n')
     scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv('PATH', f'{tmp_path}:{os.environ["PATH"]}')
+    # setenv first so that monkeypatch restores each variable afterwards;
+    # delenv of an unset variable records nothing to undo.
     for name in ('MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE',
                  'LOCAL_RANK'):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, 'unset')
+        monkeypatch.delenv(name)
     monkeypatch.setenv('SLURM_NODELIST', 'node-[a-b]')
     monkeypatch.setenv('SLURM_NTASKS', '4')
     monkeypatch.setenv('SLURM_PROCID', '3')

@@ -25,7 +25,7 @@ bash tools/install.sh
 PY=${VENV:-.venv}/bin/python
 
 if [ ! -f "$COHORT/rois.csv" ]; then
-    "$PY" tools/make_synthetic_cohort.py "$COHORT" --seed 0
+    "$PY" tools/make_synthetic_cohort.py "$COHORT" --seed 0 --patients-per-site 16
 fi
 "$PY" tools/prepare_data.py "$COHORT" "$PREPARED" --external-sites "Site C"
 
