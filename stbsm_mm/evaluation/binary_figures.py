@@ -12,14 +12,14 @@ import json
 import math
 import numbers
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score,
                              precision_score, recall_score, roc_auc_score)
+
+from ..utils.fileio import open_atomic
 
 #: Largest distance of a score row's sum from 1 that still counts as a
 #: probability row. It allows for float32 softmax rounding.
@@ -327,7 +327,7 @@ def write_predictions_csv(path: str | os.PathLike,
                 f'records[{index}] does not match the columns {fieldnames}: '
                 f'missing {missing}, extra {extra}.')
 
-    with _open_atomic(path, newline='') as file:
+    with open_atomic(path, newline='') as file:
         writer = csv.DictWriter(file, fieldnames=fieldnames)
         writer.writeheader()
         for record in records:
@@ -407,7 +407,7 @@ def write_metrics_json(path: str | os.PathLike,
         >>> json.loads(path.read_text())
         {'accuracy': 0.9, 'auc': None}
     """
-    with _open_atomic(path) as file:
+    with open_atomic(path) as file:
         json.dump(dict(figures), file, indent=2, allow_nan=False)
         file.write('\n')
     return Path(path)
@@ -507,24 +507,3 @@ def _format_cell(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-@contextmanager
-def _open_atomic(path: str | os.PathLike,
-                 newline: str | None = None) -> Iterator[Any]:
-    path = Path(path)
-    descriptor, temporary_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(descriptor, 'w', encoding='utf-8',
-                       newline=newline) as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        # mkstemp creates the file with mode 0600, so widen it to the 0644 of a
-        # results file.
-        os.chmod(temporary_name, 0o644)
-        os.replace(temporary_name, path)
-    except BaseException:
-        Path(temporary_name).unlink(missing_ok=True)
-        raise

@@ -9,10 +9,11 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import IO, Any, Iterator, Optional, Union
 
-PathLike = Union[str, Path]
+PathLike = Union[str, os.PathLike]
 
 
 @contextlib.contextmanager
@@ -20,8 +21,9 @@ def atomic_writer(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it into place on exit.
 
     The temporary name keeps the suffix of ``path`` so that writers that
-    choose a format from the file name (SimpleITK, OpenCV) still work. On an
-    exception the temporary file is removed and ``path`` is left untouched.
+    choose a format from the file name (SimpleITK, OpenCV) still work. The
+    file is flushed to disk before the rename. On an exception the
+    temporary file is removed and ``path`` is left untouched.
 
     Examples:
         >>> import tempfile, os
@@ -33,24 +35,44 @@ def atomic_writer(path: PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.tmp{os.getpid()}{path.suffix}')
+    descriptor, name = tempfile.mkstemp(dir=path.parent,
+                                        prefix=f'.{path.stem}.',
+                                        suffix=f'.tmp{path.suffix}')
+    os.close(descriptor)
+    tmp = Path(name)
     try:
         yield tmp
+        with open(tmp, 'rb') as file:
+            os.fsync(file.fileno())
+        # mkstemp creates the file with mode 0600; results are 0644.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def open_atomic(path: PathLike,
+                newline: Optional[str] = None) -> Iterator[IO[str]]:
+    """Open a UTF-8 text file for writing that replaces ``path`` on exit."""
+    with atomic_writer(path) as tmp:
+        with open(tmp, 'w', encoding='utf-8', newline=newline) as file:
+            yield file
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_writer(path) as tmp:
-        tmp.write_text(text, encoding='utf-8')
+    with open_atomic(path) as file:
+        file.write(text)
 
 
 def atomic_write_json(path: PathLike, content: Any) -> None:
-    """Write ``content`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(content, indent=2) + '\n')
+    """Write ``content`` as indented JSON to ``path`` atomically.
+
+    NaN and infinity are rejected: undefined figures must be ``None``.
+    """
+    atomic_write_text(path, json.dumps(content, indent=2,
+                                       allow_nan=False) + '\n')
 
 
 def sha256_of_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
