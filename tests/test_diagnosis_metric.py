@@ -264,8 +264,9 @@ def test_undefined_precision_is_none():
     assert figures['sensitivity'] == 0.0
     assert figures['f1'] == 0.0
     assert figures['npv'] == 0.5
-    # The macro average leaves out the undefined STB precision.
-    assert figures['macro_precision'] == 0.5
+    # The macro average is undefined when one class's precision is.
+    assert figures['macro_precision'] is None
+    assert figures['macro_sensitivity'] == 0.5
 
 
 VALID = dict(labels=[0, 1], scores=[[0.8, 0.2], [0.3, 0.7]], classes=CLASSES,

@@ -13,7 +13,8 @@ import stbsm_mm  # noqa: F401  (registers the checkpoint loader)
 from conftest import REPO_ROOT
 from stbsm_mm.engine import (TRUST_RECORD, UntrustedCheckpointError,
                              fit_schedule_to_max_epochs, is_trusted_checkpoint,
-                             load_checkpoint_file, record_trusted_checkpoint,
+                             load_checkpoint_file, prune_trust_record,
+                             record_trusted_checkpoint,
                              sync_data_root)
 from stbsm_mm.engine import dist as dist_module
 
@@ -165,3 +166,23 @@ def test_unknown_launcher_rejected():
     cfg = Config(dict(env_cfg=dict(dist_cfg=dict(backend='nccl'))))
     with pytest.raises(ValueError, match='launcher'):
         dist_module.setup_distributed(cfg, 'mpi')
+
+
+def test_record_drops_deleted_checkpoints(tmp_path):
+    first, second = tmp_path / 'epoch_1.pth', tmp_path / 'epoch_2.pth'
+    _mmengine_style_checkpoint(first)
+    _mmengine_style_checkpoint(second)
+    record_trusted_checkpoint(first)
+    first.unlink()
+    record_trusted_checkpoint(second)
+    record = json.loads((tmp_path / TRUST_RECORD).read_text())
+    assert list(record) == ['epoch_2.pth']
+
+
+def test_prune_trust_record(tmp_path):
+    path = tmp_path / 'best.pth'
+    _mmengine_style_checkpoint(path)
+    record_trusted_checkpoint(path)
+    path.unlink()
+    prune_trust_record(tmp_path)
+    assert json.loads((tmp_path / TRUST_RECORD).read_text()) == {}

@@ -175,5 +175,20 @@ def test_train_run_record(resnet34_run, spider_prepared):
     assert record['seed'] == 0
     assert record['world_size'] == 1
     assert record['versions']['torch'].startswith('2.14.1')
-    assert json.loads((resnet34_run / 'checkpoint_sha256.json').read_text())[
-        'epoch_1.pth'] == sha256_of_file(resnet34_run / 'epoch_1.pth')
+    trusted = json.loads((resnet34_run / 'checkpoint_sha256.json').read_text())
+    assert trusted['epoch_1.pth'] == sha256_of_file(resnet34_run /
+                                                    'epoch_1.pth')
+    for name, digest in trusted.items():
+        assert digest == sha256_of_file(resnet34_run / name)
+
+
+def test_train_without_prepared_data(tmp_path):
+    work_dir = tmp_path / 'work'
+    result = run_tool('tools/train.py', 'configs/stbsm/resnet34_stbsm.py',
+                      '--work-dir', work_dir, '--cfg-options',
+                      f'data_root={tmp_path / "never_prepared"}',
+                      expect_ok=False)
+    assert result.returncode != 0
+    assert 'never_prepared/annotations/train.json not found' in result.output
+    assert 'tools/prepare_data.py' in result.output
+    assert not work_dir.exists()

@@ -87,6 +87,23 @@ def build_config(args) -> Config:
     return cfg
 
 
+def check_prepared_data(cfg: Config) -> None:
+    """Exit with one line when a split's annotation file is missing."""
+    for name in ('train_dataloader', 'val_dataloader'):
+        dataset = (cfg.get(name) or {}).get('dataset')
+        while isinstance(dataset, dict) and 'dataset' in dataset:
+            dataset = dataset['dataset']
+        if not isinstance(dataset, dict) or 'split' not in dataset:
+            continue
+        annotation = osp.join(dataset['data_root'], 'annotations',
+                              f'{dataset["split"]}.json')
+        if not osp.isfile(annotation):
+            raise SystemExit(
+                f'error: {annotation} not found. Prepare the data first '
+                '(python tools/prepare_data.py COHORT_DIR DATA_ROOT) and pass '
+                '--cfg-options data_root=DATA_ROOT.')
+
+
 def main():
     args = parse_args()
     import stbsm_mm  # noqa: F401  (registers modules and the loader)
@@ -94,6 +111,7 @@ def main():
     from stbsm_mm.engine.provenance import write_run_record
 
     cfg = build_config(args)
+    check_prepared_data(cfg)
     runner = STBSMRunner.from_cfg(cfg)
     backend = cfg.env_cfg.dist_cfg.get('backend') if runner.distributed \
         else 'none'

@@ -1,7 +1,7 @@
 """Runner, safe checkpoint loading, distributed set-up and config helpers."""
 from .checkpoint import (TRUST_RECORD, UntrustedCheckpointError,
                          is_trusted_checkpoint, load_checkpoint_file,
-                         record_trusted_checkpoint)
+                         prune_trust_record, record_trusted_checkpoint)
 from .config import (fit_schedule_to_max_epochs, prepare_run_config,
                      set_evaluator_output, sync_data_root)
 from .dist import setup_distributed
@@ -10,6 +10,7 @@ from .runner import STBSMRunner
 __all__ = [
     'STBSMRunner', 'TRUST_RECORD', 'UntrustedCheckpointError',
     'fit_schedule_to_max_epochs', 'is_trusted_checkpoint',
-    'load_checkpoint_file', 'prepare_run_config', 'record_trusted_checkpoint',
+    'load_checkpoint_file', 'prepare_run_config', 'prune_trust_record',
+    'record_trusted_checkpoint',
     'set_evaluator_output', 'setup_distributed', 'sync_data_root'
 ]

@@ -41,8 +41,23 @@ def record_trusted_checkpoint(path: PathLike) -> str:
         record = json.loads(record_path.read_text())
     digest = sha256_of_file(path)
     record[path.name] = digest
+    # Drop the entries of checkpoints that CheckpointHook has deleted since.
+    record = {name: value for name, value in record.items()
+              if (path.parent / name).is_file()}
     atomic_write_json(record_path, record)
     return digest
+
+
+def prune_trust_record(folder: PathLike) -> None:
+    """Remove entries of deleted checkpoints from ``folder``'s record."""
+    record_path = Path(folder) / TRUST_RECORD
+    if not record_path.is_file():
+        return
+    record = json.loads(record_path.read_text())
+    kept = {name: value for name, value in record.items()
+            if (Path(folder) / name).is_file()}
+    if kept != record:
+        atomic_write_json(record_path, kept)
 
 
 def is_trusted_checkpoint(path: PathLike) -> bool:

@@ -6,7 +6,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 from mmpretrain.registry import RUNNERS
 
-from .checkpoint import record_trusted_checkpoint
+from .checkpoint import prune_trust_record, record_trusted_checkpoint
 
 
 @RUNNERS.register_module()
@@ -33,3 +33,10 @@ class STBSMRunner(Runner):
         final_path = osp.join(out_dir, filename)
         os.replace(osp.join(out_dir, tmp_name), final_path)
         record_trusted_checkpoint(final_path)
+
+    def train(self):
+        model = super().train()
+        # CheckpointHook deletes old checkpoints after the last save too.
+        if is_main_process():
+            prune_trust_record(self.work_dir)
+        return model

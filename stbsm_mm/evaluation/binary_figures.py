@@ -147,8 +147,9 @@ def compute_binary_figures(labels: Any,
       ``None`` only when the positive class has no true and no predicted
       image. If the positive class has images but none is predicted, F1 is
       0.
-    * A macro average leaves out a class whose figure is undefined, and it
-      is ``None`` when the figure is undefined for both classes.
+    * A macro average is ``None`` when the figure is undefined for either
+      class, since the mean of the other class alone would pass for an
+      average over both.
     * AUC is ``None`` when ``labels`` contains only one class, and
       ``auc_undefined_reason`` then contains the reason. Otherwise
       ``auc_undefined_reason`` is ``None``.
@@ -227,13 +228,20 @@ def compute_binary_figures(labels: Any,
         labels, predictions, labels=class_indices, average=None,
         zero_division=np.nan)
 
-    macro = {
-        name: score_function(labels, predictions, labels=class_indices,
-                             average='macro', zero_division=np.nan)
-        for name, score_function in (('precision', precision_score),
-                                     ('recall', recall_score),
-                                     ('f1', f1_score))
-    }
+    # A macro average over two classes is undefined when either class's
+    # figure is: scikit-learn's NaN-skipping mean would silently report
+    # one class's figure as the mean of both.
+    macro = {}
+    for name, score_function, per_class in (
+            ('precision', precision_score, precision_per_class),
+            ('recall', recall_score, recall_per_class),
+            ('f1', f1_score, f1_per_class)):
+        if np.isnan(per_class).any():
+            macro[name] = np.nan
+            continue
+        macro[name] = score_function(labels, predictions,
+                                     labels=class_indices, average='macro',
+                                     zero_division=np.nan)
 
     auc, auc_undefined_reason = _compute_auc(
         labels, scores[:, positive_index], positive_index)
