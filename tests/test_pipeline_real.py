@@ -192,3 +192,17 @@ def test_train_without_prepared_data(tmp_path):
     assert 'never_prepared/annotations/train.json not found' in result.output
     assert 'tools/prepare_data.py' in result.output
     assert not work_dir.exists()
+
+
+def test_same_seed_same_metrics(spider_prepared, tmp_path):
+    options = ['train_dataloader.dataset.dataset.indices=16']
+    for name in ('first', 'second'):
+        train('configs/stbsm/resnet34_stbsm.py', tmp_path / name,
+              spider_prepared, options=options)
+    first = json.loads((tmp_path / 'first' / 'val' / 'metrics.json')
+                       .read_text())
+    second = json.loads((tmp_path / 'second' / 'val' / 'metrics.json')
+                        .read_text())
+    assert first == second
+    assert (tmp_path / 'first' / 'val' / 'predictions.csv').read_bytes() == (
+        tmp_path / 'second' / 'val' / 'predictions.csv').read_bytes()
