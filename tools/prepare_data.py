@@ -11,7 +11,9 @@ Example:
         data/spider_prepared --external-sites "Philips Ingenia"
 """
 import argparse
+import json
 import sys
+from pathlib import Path
 
 
 def parse_args(argv=None):
@@ -110,6 +112,11 @@ def parse_args(argv=None):
         help='worker processes (default: number of CPU cores)')
     parser.add_argument(
         '--no-progress', action='store_true', help='hide the progress bar')
+    parser.add_argument(
+        '--strict',
+        action='store_true',
+        help='stop at the first slice that cannot be prepared (default: '
+        'skip it and list it in OUT_DIR/quality.json and quality.md)')
     return parser.parse_args(argv)
 
 
@@ -148,7 +155,8 @@ def main(argv=None) -> int:
             seed=args.seed,
             classes=args.classes,
             workers=args.workers,
-            progress=not args.no_progress)
+            progress=not args.no_progress,
+            strict=args.strict)
     except (CohortError, LeakageError, LabelmeError, SliceReadError,
             ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
@@ -156,6 +164,10 @@ def main(argv=None) -> int:
     counts = manifest['split']['rois']
     print(f'Prepared {len(manifest["rois"])} crops in {args.out_dir}: '
           + ', '.join(f'{name} {count}' for name, count in counts.items()))
+    quality = json.loads((Path(args.out_dir) / 'quality.json').read_text())
+    if quality['n_skipped']:
+        print(f'Skipped {quality["n_skipped"]} ROI(s) that could not be '
+              f'prepared; see {Path(args.out_dir) / "quality.md"}.')
     return 0
 
 

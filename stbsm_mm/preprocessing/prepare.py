@@ -55,6 +55,11 @@ PathLike = Union[str, Path]
 MANIFEST_VERSION = 1
 SOURCES = ('auto', 'image', 'dicom')
 
+# Errors of one slice's input that skip the slice instead of the cohort:
+# unreadable or inconsistent files (SliceReadError, LabelmeError and
+# CohortError are ValueErrors), missing files, and SimpleITK failures.
+INPUT_ERRORS = (ValueError, OSError, RuntimeError)
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -122,7 +127,8 @@ def prepare_cohort(cohort_dir: PathLike,
                    seed: int = 0,
                    classes: Optional[Sequence[str]] = None,
                    workers: Optional[int] = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True,
+                   strict: bool = False) -> dict:
     """Preprocess a cohort and write the prepared dataset folder.
 
     Args:
@@ -137,6 +143,9 @@ def prepare_cohort(cohort_dir: PathLike,
         classes: Class names in index order (default: from the data).
         workers: Worker processes (default: all CPU cores).
         progress: Show a progress bar.
+        strict: Stop at the first slice that cannot be prepared. By default
+            such a slice is skipped, and it is listed with its error in
+            ``out_dir/quality.json`` and ``out_dir/quality.md``.
 
     Returns:
         dict: the manifest that was written to ``out_dir/manifest.json``.
@@ -160,12 +169,19 @@ def prepare_cohort(cohort_dir: PathLike,
     # Step 2: crops, one task per source slice, reusing cached slices.
     crop_names = _crop_names(cohort.rois)
     tasks = _slice_tasks(cohort, config, crop_names)
+    problems: List[dict] = []
     records = _run_tasks(tasks, cohort_dir, out_dir, config, workers,
-                         progress)
+                         progress, strict, problems)
+    if not records:
+        write_quality_report(out_dir, len(cohort.rois), 0, problems)
+        raise CohortError(
+            f'{cohort_dir}: no ROI could be prepared; see the errors above '
+            f'and {out_dir / "quality.json"}.')
 
     # Step 3: annotation files, split table and manifest.
     manifest = _write_outputs(cohort, split, config, records, crop_names,
                               out_dir)
+    write_quality_report(out_dir, len(cohort.rois), len(records), problems)
     logger.info(f'Prepared {len(records)} crops in {out_dir}.')
     return manifest
 
@@ -225,8 +241,13 @@ def _source_of(roi: Roi, preference: str) -> Optional[Path]:
 
 def _run_tasks(tasks: List[_SliceTask], cohort_dir: Path, out_dir: Path,
                config: PreprocessConfig, workers: Optional[int],
-               progress: bool) -> Dict[str, dict]:
-    """Process every slice task; return crop records keyed by roi_id."""
+               progress: bool, strict: bool,
+               problems: List[dict]) -> Dict[str, dict]:
+    """Process every slice task; return crop records keyed by roi_id.
+
+    A slice that fails is appended to ``problems`` and its ROIs get no
+    record, unless ``strict`` is set, which re-raises the error.
+    """
     params = config.to_dict()
     for task in tasks:
         task.key = _task_key(task, params)
@@ -250,10 +271,21 @@ def _run_tasks(tasks: List[_SliceTask], cohort_dir: Path, out_dir: Path,
     workers = max(1, min(workers, len(pending)))
     bar = tqdm(total=len(pending), desc='prepare', unit='slice',
                disable=not progress)
+    def collect(task: _SliceTask, run) -> None:
+        try:
+            records.update(run())
+        except INPUT_ERRORS as error:
+            if strict:
+                raise
+            problems.append(_problem(task, error, cohort_dir))
+            logger.warning(f'Skipped {len(task.rois)} ROI(s) '
+                           f'{[roi for roi, _, _ in task.rois]}: {error}')
+        bar.update()
+
     if workers == 1:
         for task in pending:
-            records.update(_process_task(task, cohort_dir, out_dir, config))
-            bar.update()
+            collect(task, lambda task=task: _process_task(
+                task, cohort_dir, out_dir, config))
     else:
         context = multiprocessing.get_context('fork')
         with ProcessPoolExecutor(workers, mp_context=context,
@@ -262,11 +294,22 @@ def _run_tasks(tasks: List[_SliceTask], cohort_dir: Path, out_dir: Path,
                 pool.submit(_process_task, task, cohort_dir, out_dir, config)
                 for task in pending
             ]
-            for future in futures:
-                records.update(future.result())
-                bar.update()
+            for task, future in zip(pending, futures):
+                collect(task, future.result)
     bar.close()
     return records
+
+
+def _problem(task: _SliceTask, error: Exception, cohort_dir: Path) -> dict:
+    """Describe a failed slice for the data-quality report."""
+    return {
+        'roi_ids': [roi_id for roi_id, _, _ in task.rois],
+        'source': _relative(task.source, cohort_dir),
+        'annotations': [_relative(path, cohort_dir)
+                        for _, path, _ in task.rois],
+        'error': type(error).__name__,
+        'message': str(error),
+    }
 
 
 def _init_worker() -> None:
@@ -411,6 +454,8 @@ def _write_outputs(cohort: Cohort, split: PatientSplit,
     classes = list(cohort.classes)
     samples = []
     for roi in cohort.rois:
+        if roi.roi_id not in records:
+            continue
         samples.append({
             'img_path': records[roi.roi_id]['crop'],
             'gt_label': cohort.classes.index(roi.label),
@@ -480,3 +525,25 @@ def _write_patient_table(cohort: Cohort, split: PatientSplit,
         ])
     atomic_write_text(path, buffer.getvalue())
 
+
+def write_quality_report(out_dir: Path, n_rois: int, n_prepared: int,
+                         problems: List[dict]) -> None:
+    """Write ``quality.json`` and a readable ``quality.md``."""
+    atomic_write_json(out_dir / 'quality.json', {
+        'n_rois': n_rois,
+        'n_prepared': n_prepared,
+        'n_skipped': n_rois - n_prepared,
+        'problems': problems,
+    })
+    lines = [
+        '# Data quality', '',
+        f'{n_prepared} of {n_rois} ROIs prepared; '
+        f'{n_rois - n_prepared} skipped.', ''
+    ]
+    for problem in problems:
+        lines.append(f'- ROIs {", ".join(problem["roi_ids"])} '
+                     f'(source {problem["source"]}): {problem["error"]}: '
+                     f'{problem["message"]}')
+    if not problems:
+        lines.append('No problems found.')
+    atomic_write_text(out_dir / 'quality.md', '\n'.join(lines) + '\n')
