@@ -425,3 +425,20 @@ def test_cli_parses_preprocessing_options():
     assert args.percentiles == [1.0, 99.0]
     assert args.lesion_labels == ['lesion', 'tumour']
     assert args.crop_mode == 'union'
+
+
+def test_crops_independent_of_workers(tmp_path):
+    from helpers import write_phantom_cohort
+    from stbsm_mm.preprocessing import prepare_cohort
+    from stbsm_mm.utils import sha256_of_file
+
+    root = tmp_path / 'cohort'
+    write_phantom_cohort(root)
+    checksums = []
+    for workers in (1, 2):
+        out_dir = tmp_path / f'workers{workers}'
+        prepare_cohort(root, out_dir, external_sites=['Site B'], n_folds=0,
+                       val_fraction=0.5, workers=workers, progress=False)
+        checksums.append({path.name: sha256_of_file(path)
+                          for path in (out_dir / 'crops').glob('*.png')})
+    assert checksums[0] == checksums[1]

@@ -283,9 +283,14 @@ def _run_tasks(tasks: List[_SliceTask], cohort_dir: Path, out_dir: Path,
         bar.update()
 
     if workers == 1:
-        for task in pending:
-            collect(task, lambda task=task: _process_task(
-                task, cohort_dir, out_dir, config))
+        threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+        _init_worker()
+        try:
+            for task in pending:
+                collect(task, lambda task=task: _process_task(
+                    task, cohort_dir, out_dir, config))
+        finally:
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     else:
         context = multiprocessing.get_context('fork')
         with ProcessPoolExecutor(workers, mp_context=context,
@@ -313,7 +318,9 @@ def _problem(task: _SliceTask, error: Exception, cohort_dir: Path) -> dict:
 
 
 def _init_worker() -> None:
-    # One ITK thread per process: the processes already use every core.
+    # One ITK thread per process, in every mode: N4's multi-threaded sums
+    # depend on the thread count, so this makes crops independent of the
+    # machine and of --workers. The processes already use every core.
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
