@@ -19,3 +19,21 @@ __all__ = [
     'write_metrics_json',
     'write_predictions_csv',
 ]
+
+from .patient_level import (aggregate_by_patient, figures_with_intervals,
+                            patient_level_figures)
+from .statistics import (bootstrap_interval, bootstrap_intervals,
+                         delong_interval, delong_test, mcnemar_test,
+                         wilson_interval)
+
+__all__ += [
+    'aggregate_by_patient',
+    'bootstrap_interval',
+    'bootstrap_intervals',
+    'delong_interval',
+    'delong_test',
+    'figures_with_intervals',
+    'mcnemar_test',
+    'patient_level_figures',
+    'wilson_interval',
+]
