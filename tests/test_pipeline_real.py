@@ -114,6 +114,21 @@ def test_resnet34_external_test(resnet34_run, spider_prepared):
         assert key in metrics
     assert {row['patient_id'] for row in rows} == DEMO_EXTERNAL_PATIENTS
 
+    summary = json.loads((output_dir / 'summary.json').read_text())
+    assert summary['n_images'] == 29
+    assert summary['n_patients'] == len(DEMO_EXTERNAL_PATIENTS)
+    assert summary['patient_figures']['n_images'] == len(
+        DEMO_EXTERNAL_PATIENTS)
+    assert summary['image']['accuracy']['value'] == pytest.approx(
+        metrics['accuracy'])
+    for level in ('image', 'patient'):
+        for name, entry in summary[level].items():
+            if entry['value'] is None or entry['low'] is None:
+                continue
+            assert entry['low'] - 1e-9 <= entry['value'] <= (
+                entry['high'] + 1e-9), (level, name, entry)
+    assert 'patient level (n=4)' in (output_dir / 'summary.md').read_text()
+
     record = json.loads((output_dir / 'test_run.json').read_text())
     assert record['checkpoint_sha256'] == sha256_of_file(checkpoint)
     assert record['split'] == 'external'

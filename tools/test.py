@@ -7,8 +7,10 @@ Examples:
 
 Writes, under ``<work_dir>/<name>/`` (name defaults to the test split):
 ``predictions.csv`` (one row per ROI), ``metrics.json`` (every figure, the
-positive class and the averaging used) and ``test_run.json`` (config,
-checkpoint and its SHA-256, seed, package versions).
+positive class and the averaging used), ``summary.json`` and ``summary.md``
+(image- and patient-level figures with 95% confidence intervals) and
+``test_run.json`` (config, checkpoint and its SHA-256, seed, package
+versions).
 """
 import argparse
 import os
@@ -29,6 +31,18 @@ def parse_args():
     parser.add_argument(
         '--name',
         help='name of the output sub-folder (default: the test split)')
+    parser.add_argument(
+        '--aggregation',
+        choices=['mean', 'max'],
+        default='mean',
+        help='how a patient\'s score is formed from its ROI scores for the '
+        'patient-level figures (default: mean)')
+    parser.add_argument(
+        '--bootstrap',
+        type=int,
+        default=2000,
+        help='bootstrap resamples of patients for the confidence intervals '
+        'of AUC, F1 and macro figures (default: 2000)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -71,7 +85,36 @@ def main():
     metrics = runner.test()
     if runner.rank == 0:
         write_test_record(output_dir, cfg, args.checkpoint, metrics)
+        table = write_summary(output_dir, cfg, args)
+        runner.logger.info(f'Image- and patient-level figures:\n{table}')
         runner.logger.info(f'Metrics and predictions written to {output_dir}')
+
+
+def write_summary(output_dir: str, cfg: Config, args) -> str:
+    """Write summary.json and summary.md: both levels, with intervals."""
+    import json
+
+    from stbsm_mm.evaluation.summary import (read_patient_labels,
+                                             summarize_predictions,
+                                             summary_markdown)
+    from stbsm_mm.utils import atomic_write_json, atomic_write_text
+
+    figures = json.loads(
+        open(osp.join(output_dir, 'metrics.json'), encoding='utf-8').read())
+    summary = summarize_predictions(
+        osp.join(output_dir, 'predictions.csv'),
+        figures['classes'],
+        figures['positive_class'],
+        figures['threshold'],
+        patient_labels=read_patient_labels(
+            cfg.test_dataloader.dataset.data_root),
+        aggregation=args.aggregation,
+        n_resamples=args.bootstrap,
+        seed=(cfg.get('randomness') or {}).get('seed') or 0)
+    table = summary_markdown(summary)
+    atomic_write_json(osp.join(output_dir, 'summary.json'), summary)
+    atomic_write_text(osp.join(output_dir, 'summary.md'), table)
+    return table
 
 
 if __name__ == '__main__':
