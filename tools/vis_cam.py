@@ -1,0 +1,259 @@
+"""Draw Grad-CAM maps of a trained classifier on lesion crops.
+
+Examples:
+    One crop, written to OUT_DIR/<crop name>_cam.png::
+
+        python tools/vis_cam.py configs/stbsm/resnet34_stbsm.py \
+            work_dirs/resnet34_stbsm/best.pth \
+            --image data/spider_prepared/crops/100_t2_ivd3.png
+
+    A split of a prepared dataset: one overlay per ROI under OUT_DIR/rois/,
+    ``cam_<split>.json`` (scores, prediction and box of each ROI) and
+    ``contact_sheet_<split>.png`` (rows: true class x correct/wrong)::
+
+        python tools/vis_cam.py configs/stbsm/mvitv2_stbsm.py best.pth \
+            --split val --data-root data/spider_prepared --method gradcam++
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from mmengine.config import DictAction
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Draw Grad-CAM maps of a classifier of T2-weighted '
+        'lesion crops.')
+    parser.add_argument('config', help='model config, e.g. '
+                        'configs/stbsm/resnet34_stbsm.py')
+    parser.add_argument('checkpoint', help='checkpoint file (.pth)')
+
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--image', help='one crop PNG to explain')
+    source.add_argument('--split', help='split of a prepared dataset to '
+                        'explain, e.g. val or external (needs --data-root)')
+
+    parser.add_argument('--data-root', help='prepared dataset folder '
+                        '(annotations/<split>.json, manifest.json, crops/)')
+    parser.add_argument(
+        '--target-layer',
+        help='dotted layer name, e.g. backbone.layer4.2 (default: the last '
+        'feature layer of the backbone)')
+    parser.add_argument('--method', choices=['gradcam', 'gradcam++'],
+                        default='gradcam', help='CAM method (default: '
+                        'gradcam)')
+    parser.add_argument(
+        '--target-class',
+        type=int,
+        help='class index to explain (default: the predicted class)')
+    parser.add_argument('--out-dir', default='work_dirs/cam',
+                        help='output folder (default: work_dirs/cam)')
+    parser.add_argument('--alpha', type=float, default=0.4,
+                        help='weight of the colour map in the overlay, 0 to '
+                        '1 (default: 0.4)')
+    parser.add_argument(
+        '--max-columns',
+        type=int,
+        default=8,
+        help='ROIs per row of the contact sheet (default: 8)')
+    parser.add_argument('--device', default='cpu',
+                        help='torch device (default: cpu)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value')
+
+    args = parser.parse_args(argv)
+    if args.split and not args.data_root:
+        parser.error('--split needs --data-root (a folder written by '
+                     'tools/prepare_data.py).')
+    if args.max_columns < 1:
+        parser.error(f'--max-columns={args.max_columns} must be at least 1.')
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error(f'--alpha={args.alpha} must be between 0 and 1.')
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    from mmengine.logging import MMLogger
+
+    from stbsm_mm.visualization import CAMExplainer
+
+    logger = MMLogger.get_instance('stbsm_vis_cam', log_level='INFO')
+    if not Path(args.checkpoint).is_file():
+        logger.error(f'Checkpoint {args.checkpoint} not found.')
+        return 1
+    out_dir = Path(args.out_dir)
+
+    try:
+        explainer = CAMExplainer.from_config(
+            args.config, args.checkpoint, device=args.device,
+            cfg_options=args.cfg_options, target_layer=args.target_layer,
+            method=args.method)
+    except ValueError as error:
+        logger.error(str(error))
+        return 1
+    logger.info(f'Grad-CAM method {args.method} at layer '
+                f'{explainer.target_layer} of {args.config}')
+
+    if args.image:
+        return explain_image(explainer, Path(args.image), out_dir, args,
+                             logger)
+    return explain_split(explainer, Path(args.data_root), args.split, out_dir,
+                         args, logger)
+
+
+def explain_image(explainer, image: Path, out_dir: Path,
+                  args: argparse.Namespace, logger) -> int:
+    """Write the overlay of one crop."""
+    if not image.is_file():
+        logger.error(f'Crop {image} not found.')
+        return 1
+    result = explainer.explain(image, args.target_class)
+    path = out_dir / f'{image.stem}_cam.png'
+    _write_overlay(path, result, args.alpha)
+    scores = ', '.join(f'{score:.3f}' for score in result['scores'])
+    logger.info(f'Class {result["target_class"]} (scores {scores}): '
+                f'overlay written to {path}')
+    return 0
+
+
+def explain_split(explainer, data_root: Path, split: str, out_dir: Path,
+                  args: argparse.Namespace, logger) -> int:
+    """Write per-ROI overlays, a results file and a contact sheet."""
+    from stbsm_mm.utils import atomic_write_json
+
+    # Read the split and the manifest of the prepared dataset.
+    annotation_path = data_root / 'annotations' / f'{split}.json'
+    manifest_path = data_root / 'manifest.json'
+    for path in (annotation_path, manifest_path):
+        if not path.is_file():
+            logger.error(f'{path} not found; pass --data-root of a folder '
+                         'written by tools/prepare_data.py and one of its '
+                         'splits.')
+            return 1
+    annotation = json.loads(annotation_path.read_text())
+    manifest = json.loads(manifest_path.read_text())
+    classes = list(annotation.get('metainfo', {}).get(
+        'classes', manifest.get('classes', [])))
+    boxes = {roi['roi_id']: roi.get('box') for roi in manifest['rois']}
+    samples = annotation['data_list']
+    if not samples:
+        logger.error(f'Split {split} of {data_root} has no ROIs.')
+        return 1
+
+    # Explain each ROI and write its overlay.
+    records = []
+    for sample in samples:
+        result = explainer.explain(data_root / sample['img_path'],
+                                   args.target_class)
+        predicted = int(result['scores'].argmax())
+        overlay_path = out_dir / 'rois' / f'{sample["roi_id"]}.png'
+        _write_overlay(overlay_path, result, args.alpha)
+        records.append({
+            'roi_id': sample['roi_id'],
+            'patient_id': sample.get('patient_id'),
+            'gt_label': int(sample['gt_label']),
+            'pred_label': predicted,
+            'correct': predicted == int(sample['gt_label']),
+            'cam_class': result['target_class'],
+            'scores': [float(score) for score in result['scores']],
+            'box': boxes.get(sample['roi_id']),
+            'overlay': overlay_path.relative_to(out_dir).as_posix(),
+        })
+    accuracy = sum(record['correct'] for record in records) / len(records)
+    logger.info(f'Explained {len(records)} ROIs of split {split} '
+                f'(accuracy {accuracy:.3f}); overlays in {out_dir / "rois"}')
+
+    # Write the results and the contact sheet.
+    atomic_write_json(out_dir / f'cam_{split}.json', {
+        'config': str(args.config),
+        'checkpoint': str(args.checkpoint),
+        'method': args.method,
+        'target_layer': explainer.target_layer,
+        'classes': classes,
+        'rois': records,
+    })
+    sheet_path = out_dir / f'contact_sheet_{split}.png'
+    write_contact_sheet(sheet_path, records, classes, out_dir,
+                        args.max_columns, title=f'{split}: '
+                        f'{Path(args.config).stem}, {args.method}')
+    logger.info(f'Contact sheet written to {sheet_path}')
+    return 0
+
+
+def write_contact_sheet(path: Path, records: List[dict], classes: List[str],
+                        out_dir: Path, max_columns: int, title: str) -> None:
+    """Draw overlays in rows of true class x correct/wrong prediction."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from stbsm_mm.utils import atomic_writer
+
+    # One row per true class and verdict, with at most max_columns ROIs.
+    rows: Dict[tuple, List[dict]] = {}
+    totals: Dict[tuple, int] = {}
+    for index in range(len(classes)):
+        for correct in (True, False):
+            selected = [
+                record for record in records
+                if record['gt_label'] == index and record['correct'] == correct
+            ]
+            rows[(index, correct)] = selected[:max_columns]
+            totals[(index, correct)] = len(selected)
+    columns = max(1, max(len(row) for row in rows.values()))
+
+
+    figure, axes = plt.subplots(
+        len(rows), columns, squeeze=False,
+        figsize=(1.8 * columns + 1.2, 2.0 * len(rows)))
+    for row_index, ((label, correct), row) in enumerate(rows.items()):
+        for column in range(columns):
+            axis = axes[row_index][column]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column == 0:
+                verdict = 'correct' if correct else 'wrong'
+                axis.set_ylabel(f'{classes[label]}\n{verdict} '
+                                f'({totals[(label, correct)]})')
+            if column >= len(row):
+                # The first column keeps its frame for the row label.
+                if column > 0:
+                    axis.axis('off')
+                continue
+            record = row[column]
+            with Image.open(out_dir / record['overlay']) as image:
+                axis.imshow(image.convert('RGB'))
+            score = record['scores'][record['pred_label']]
+            axis.set_title(f'{record["roi_id"]}\n'
+                           f'{classes[record["pred_label"]]} {score:.2f}',
+                           fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    with atomic_writer(path) as tmp:
+        figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+
+
+def _write_overlay(path: Path, result: dict, alpha: float) -> None:
+    import cv2
+
+    from stbsm_mm.utils import atomic_writer
+    from stbsm_mm.visualization import overlay
+
+    rgb = overlay(result['image'], result['cam'], alpha=alpha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f'Failed to write the overlay {path}.')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
