@@ -10,6 +10,7 @@ import csv
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score,
@@ -98,6 +99,8 @@ def test_prepare_real_cohort(spider_prepared):
         assert sha256_of_file(crop) == record['crop_sha256']
         assert record['crop_spacing'][0] == pytest.approx(
             record['crop_spacing'][1])
+        # Slices with bright fat once gave near-black crops (mean below 3).
+        assert cv2.imread(str(crop), cv2.IMREAD_GRAYSCALE).mean() > 15, crop
 
 
 def test_resnet34_external_test(resnet34_run, spider_prepared):
