@@ -224,3 +224,30 @@ def test_same_seed_same_metrics(spider_prepared, tmp_path):
     assert first == second
     assert (tmp_path / 'first' / 'val' / 'predictions.csv').read_bytes() == (
         tmp_path / 'second' / 'val' / 'predictions.csv').read_bytes()
+
+
+def test_two_process_test_matches_one(resnet34_run, spider_prepared,
+                                      tmp_path):
+    checkpoint = resnet34_run / 'epoch_1.pth'
+    for name, launcher in (('single', None), ('double', 2)):
+        if launcher:
+            run_tool('tools/dist_test.sh',
+                     'configs/stbsm/resnet34_stbsm_external.py', checkpoint,
+                     launcher, '--work-dir', tmp_path / name,
+                     '--cfg-options', f'data_root={spider_prepared}')
+        else:
+            run_tool('tools/test.py',
+                     'configs/stbsm/resnet34_stbsm_external.py', checkpoint,
+                     '--work-dir', tmp_path / name, '--cfg-options',
+                     f'data_root={spider_prepared}')
+    single = read_predictions(tmp_path / 'single' / 'external' /
+                              'predictions.csv')
+    double = read_predictions(tmp_path / 'double' / 'external' /
+                              'predictions.csv')
+    assert len(double) == 29
+    assert sorted(r['roi_id'] for r in double) == sorted(
+        r['roi_id'] for r in single)
+    by_roi = {r['roi_id']: r for r in single}
+    for row in double:
+        assert float(row['score_modic']) == pytest.approx(
+            float(by_roi[row['roi_id']]['score_modic']), abs=1e-5)
