@@ -49,7 +49,7 @@ def test_nifti_3d_needs_slice_index(tmp_path):
     volume = np.stack([ramp(offset=1000 * k) for k in range(3)])
     path = write_image(tmp_path / 'volume.nii.gz', volume)
 
-    with pytest.raises(SliceReadError, match='holds 3 slices') as error:
+    with pytest.raises(SliceReadError, match='contains 3 slices') as error:
         read_slice(path)
     assert str(path) in str(error.value)
     assert 'slice_index' in str(error.value)
@@ -203,7 +203,7 @@ def test_dicom_unknown_instance_number(sagittal_series):
 def test_dicom_series_needs_slice_choice(sagittal_series):
     folder, _ = sagittal_series
 
-    with pytest.raises(SliceReadError, match='holds 3 slices'):
+    with pytest.raises(SliceReadError, match='contains 3 slices'):
         read_slice(folder)
 
 

@@ -25,7 +25,7 @@ class LeakageError(RuntimeError):
 
 @dataclass
 class PatientSplit:
-    """Where each patient goes: a split name, and a fold for development."""
+    """Assignment of each patient to a split, and to a fold for development."""
 
     split: Dict[str, str]
     fold: Dict[str, Optional[int]] = field(default_factory=dict)

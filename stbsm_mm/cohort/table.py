@@ -152,7 +152,7 @@ def resolve_classes(labels: Sequence[str],
 def _read_table(path: Path, required: Sequence[str]) -> List[Dict[str, str]]:
     if not path.is_file():
         raise CohortError(
-            f'{path}: not found. A cohort folder holds patients.csv and '
+            f'{path}: not found. A cohort folder contains patients.csv and '
             'rois.csv; see the README for their columns.')
     with open(path, newline='', encoding='utf-8-sig') as file:
         reader = csv.DictReader(file)

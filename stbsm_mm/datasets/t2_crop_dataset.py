@@ -13,7 +13,7 @@ from ..cohort.splits import EXTERNAL, TRAIN, VAL, check_disjoint
 class T2CropDataset(BaseDataset):
     """Lesion crops of one split of a prepared dataset folder.
 
-    Each sample's data info holds ``img_path``, ``gt_label`` and the ids that
+    Each sample's data info contains ``img_path``, ``gt_label`` and the ids that
     evaluation needs: ``roi_id``, ``patient_id`` and ``site``. The class
     names come from the annotation file; when ``classes`` is also given in
     the config it must match them in order, so that a class index never

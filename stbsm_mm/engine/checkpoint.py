@@ -85,7 +85,7 @@ def load_checkpoint_file(filename: PathLike, map_location=None):
 
     Raises:
         FileNotFoundError: no such file.
-        UntrustedCheckpointError: the file is not recorded and holds
+        UntrustedCheckpointError: the file is not recorded and contains
             objects that ``weights_only`` loading rejects.
     """
     filename = os.path.expanduser(str(filename))
@@ -99,13 +99,13 @@ def load_checkpoint_file(filename: PathLike, map_location=None):
                           weights_only=True)
     except pickle.UnpicklingError as error:
         raise UntrustedCheckpointError(
-            f'{filename}: this checkpoint holds Python objects that '
+            f'{filename}: this checkpoint contains Python objects that '
             'weights-only loading rejects, and its SHA-256 is not recorded in '
             f'{Path(filename).parent / TRUST_RECORD} (the record that '
             'stbsm-mm training writes). Loading it fully could run code from '
             'the file. If you trust where it came from, record it with '
             f'`python tools/trust_checkpoint.py {filename}`, or pass a file '
-            'that holds only a state_dict.') from error
+            'that contains only a state_dict.') from error
 
 
 # MMEngine picks the loader by the longest matching path prefix; the empty

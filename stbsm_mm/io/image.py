@@ -29,7 +29,7 @@ def read_slice(path: PathLike,
         path: A 2-D or 3-D image file readable by SimpleITK, or a folder
             holding one DICOM series.
         slice_index: 0-based index of the slice along the third axis, needed
-            when the source holds more than one slice. For a DICOM series
+            when the source contains more than one slice. For a DICOM series
             the slices are ordered by position along the series normal, as
             SimpleITK's series reader orders them.
         instance_number: DICOM InstanceNumber of the slice; an alternative
@@ -39,7 +39,7 @@ def read_slice(path: PathLike,
         SimpleITK.Image: a 2-D float32 image with the source's spacing.
 
     Raises:
-        SliceReadError: the file is missing or unreadable, the series holds
+        SliceReadError: the file is missing or unreadable, the series contains
             several slices and none was chosen, or the chosen one is absent.
 
     Examples:
@@ -95,7 +95,7 @@ def _read_dicom_series(folder: Path,
     if not series_ids:
         raise SliceReadError(
             f'{folder}: no DICOM series found in this folder. Point the dicom '
-            'column at the folder that holds the .dcm files of one series.')
+            'column at the folder that contains the .dcm files of one series.')
     if len(series_ids) > 1:
         raise SliceReadError(
             f'{folder}: {len(series_ids)} DICOM series in one folder. Keep '
@@ -144,8 +144,9 @@ def _select_slice(volume: sitk.Image, slice_index: Optional[int],
     if slice_index is None:
         if depth != 1:
             raise SliceReadError(
-                f'{path}: holds {depth} slices; set slice_index (0-based) or '
-                'instance_number in rois.csv to choose the outlined one.')
+                f'{path}: contains {depth} slices. Set slice_index '
+                '(0-based) or instance_number in rois.csv to choose the '
+                'outlined one.')
         slice_index = 0
     if not 0 <= slice_index < depth:
         raise SliceReadError(

@@ -22,7 +22,7 @@ SUPPORTED_SHAPE_TYPES = ('polygon', 'rectangle', 'circle')
 
 
 class LabelmeError(ValueError):
-    """A Labelme file is unreadable or holds no usable lesion outline."""
+    """A Labelme file is unreadable or contains no usable lesion outline."""
 
 
 @dataclass

@@ -13,7 +13,7 @@ def crop_lesion(image: sitk.Image, box: Box,
         box: ``(x0, y0, x1, y1)`` in pixels, ``x1`` and ``y1`` exclusive.
         square_pixels: Resample the crop to the finer of the two in-plane
             spacings so that one pixel covers the same distance along both
-            axes; lesion shapes then keep their true proportions when the
+            axes. Lesion shapes then keep their true proportions when the
             crop is later resized for the network.
 
     Returns:

@@ -2,7 +2,7 @@
 
 The N4 algorithm (Tustison et al., "N4ITK: Improved N3 Bias Correction",
 IEEE TMI 2010) fits a smooth multiplicative bias field. The fit runs on a
-shrunk copy of the slice for speed; the fitted field is then evaluated at
+shrunk copy of the slice for speed. The fitted field is then evaluated at
 the slice's full resolution and divided out.
 """
 from typing import Optional, Sequence, Tuple

@@ -2,8 +2,8 @@
 
 Every file the package writes goes to a temporary name in the target folder
 and is renamed into place with ``os.replace``, which is atomic on POSIX and
-Windows file systems: a crash leaves either the old file or the new one,
-never a truncated one.
+Windows file systems. A crash therefore leaves either the old file or the
+new one, never a truncated one.
 """
 import contextlib
 import hashlib
