@@ -4,6 +4,8 @@ from typing import Iterator, List
 
 from mmengine.config import Config, ConfigDict
 
+from .speed import apply_speed_options
+
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 EVALUATORS = ('val_evaluator', 'test_evaluator')
 
@@ -100,10 +102,12 @@ def set_evaluator_output(cfg: Config, name: str, output_dir: str) -> None:
 
 
 def prepare_run_config(cfg: Config) -> None:
-    """Apply :func:`sync_data_root` and :func:`fit_schedule_to_max_epochs`,
-    and send validation predictions to ``work_dir/val``."""
+    """Apply :func:`sync_data_root`, :func:`fit_schedule_to_max_epochs` and
+    :func:`~stbsm_mm.engine.speed.apply_speed_options`, and send validation
+    predictions to ``work_dir/val``."""
     sync_data_root(cfg)
     fit_schedule_to_max_epochs(cfg)
+    apply_speed_options(cfg)
     if cfg.get('work_dir'):
         set_evaluator_output(cfg, 'val_evaluator',
                              osp.join(cfg.work_dir, 'val'))

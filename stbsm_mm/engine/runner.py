@@ -2,6 +2,7 @@
 import os
 import os.path as osp
 
+import torch
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 from mmpretrain.registry import RUNNERS
@@ -12,6 +13,9 @@ from .checkpoint import prune_trust_record, record_trusted_checkpoint
 @RUNNERS.register_module()
 class STBSMRunner(Runner):
     """MMEngine's Runner, with safe checkpoint files.
+
+    With ``channels_last = True`` in the config, the model is converted to
+    the channels-last memory format before it is wrapped.
 
     Each checkpoint is written to a temporary name and renamed into place,
     so a crash never leaves a truncated ``.pth``. Its SHA-256 is then
@@ -24,6 +28,14 @@ class STBSMRunner(Runner):
         >>> cfg = Config.fromfile('configs/stbsm/resnet34_stbsm.py')  # doctest: +SKIP
         >>> runner = STBSMRunner.from_cfg(cfg)  # doctest: +SKIP
     """
+
+    def wrap_model(self, model_wrapper_cfg, model):
+        # Converting after DDP has registered the parameters would leave
+        # its gradient buckets pointing at the old tensors.
+        if self.cfg.get('channels_last'):
+            model = model.to(memory_format=torch.channels_last)
+            self.logger.info('Model converted to the channels-last format.')
+        return super().wrap_model(model_wrapper_cfg, model)
 
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs):
         tmp_name = f'.{filename}.tmp{os.getpid()}'

@@ -1,0 +1,75 @@
+"""Speed settings of a run: mixed precision, channels-last, pinned memory.
+
+Three top-level config variables, all off on the CPU by default:
+
+* ``amp``: ``None``, ``'bf16'`` or ``'fp16'``. Trains with
+  ``torch.autocast`` through MMEngine's ``AmpOptimWrapper``, which needs a
+  CUDA (or NPU/MLU/MUSA) device.
+* ``channels_last``: ``True`` stores the model's 4-D weights in the
+  channels-last memory format, which tensor cores on recent NVIDIA GPUs
+  run faster. :class:`~stbsm_mm.engine.STBSMRunner` converts the model
+  before wrapping it for distributed training, so DDP sees the final
+  parameters.
+* ``pin_memory``: ``True``, ``False`` or ``None`` (the default) for "when a
+  CUDA device is present". Dataloaders that set ``pin_memory`` themselves
+  keep their value.
+"""
+from typing import Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+
+AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
+DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def apply_speed_options(cfg: Config,
+                        cuda_available: Optional[bool] = None) -> None:
+    """Turn ``amp`` and ``pin_memory`` into optimizer and dataloader settings.
+
+    Args:
+        cfg: The run's config; changed in place.
+        cuda_available: Whether a CUDA device is present. ``None`` asks
+            :func:`torch.cuda.is_available`.
+
+    Raises:
+        ValueError: ``amp`` is not ``None``, ``'bf16'`` or ``'fp16'``, or it
+            is set on a machine without a CUDA device.
+
+    Examples:
+        >>> cfg = Config(dict(amp='bf16', optim_wrapper=dict(
+        ...     optimizer=dict(type='AdamW', lr=1e-3))))
+        >>> apply_speed_options(cfg, cuda_available=True)
+        >>> cfg.optim_wrapper.type, cfg.optim_wrapper.dtype
+        ('AmpOptimWrapper', 'bfloat16')
+    """
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+
+    amp = cfg.get('amp')
+    if amp is not None:
+        if amp not in AMP_DTYPES:
+            raise ValueError(
+                f'amp={amp!r} in the config is invalid; use None, '
+                f"'bf16' or 'fp16'.")
+        if not cuda_available:
+            raise ValueError(
+                f'amp={amp!r} needs a CUDA GPU, and none is available. '
+                'Train on the CPU in fp32 (amp=None).')
+        cfg.optim_wrapper['type'] = 'AmpOptimWrapper'
+        cfg.optim_wrapper['dtype'] = AMP_DTYPES[amp]
+
+    pin_memory = cfg.get('pin_memory')
+    if pin_memory is None:
+        pin_memory = cuda_available
+    for name in DATALOADERS:
+        loader = cfg.get(name)
+        if loader and 'pin_memory' not in loader:
+            loader['pin_memory'] = bool(pin_memory)
+
+    if amp is not None or cfg.get('channels_last'):
+        MMLogger.get_current_instance().info(
+            f'Speed settings: amp={amp}, '
+            f'channels_last={bool(cfg.get("channels_last"))}, '
+            f'pin_memory={bool(pin_memory)}.')

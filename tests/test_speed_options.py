@@ -1,0 +1,101 @@
+"""Mixed precision, channels-last and pinned-memory settings of a run."""
+import json
+
+import pytest
+import torch
+from mmengine.config import Config
+
+import stbsm_mm  # noqa: F401  (registers modules)
+from stbsm_mm.engine import STBSMRunner, prepare_run_config
+from stbsm_mm.engine.speed import apply_speed_options
+
+from conftest import REPO_ROOT, run_tool
+
+CONFIG = REPO_ROOT / 'configs/stbsm/resnet34_stbsm.py'
+
+
+def _config(**options) -> Config:
+    cfg = Config.fromfile(CONFIG)
+    cfg.merge_from_dict(options)
+    return cfg
+
+
+@pytest.mark.parametrize('amp, dtype', [('bf16', 'bfloat16'),
+                                        ('fp16', 'float16')])
+def test_amp_sets_optim_wrapper(amp, dtype):
+    cfg = _config(amp=amp)
+    apply_speed_options(cfg, cuda_available=True)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == dtype
+    # The rest of the optimizer settings stay.
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+    assert cfg.optim_wrapper.clip_grad.max_norm == 5.0
+
+
+def test_amp_without_cuda_rejected():
+    cfg = _config(amp='bf16')
+    with pytest.raises(ValueError, match='needs a CUDA GPU'):
+        apply_speed_options(cfg, cuda_available=False)
+
+
+def test_amp_invalid_value_rejected():
+    cfg = _config(amp='int8')
+    with pytest.raises(ValueError, match="amp='int8'"):
+        apply_speed_options(cfg, cuda_available=True)
+
+
+def test_amp_off_keeps_optim_wrapper():
+    cfg = _config()
+    wrapper_type = cfg.optim_wrapper.get('type')
+    apply_speed_options(cfg, cuda_available=True)
+    assert cfg.optim_wrapper.get('type') == wrapper_type
+    assert 'dtype' not in cfg.optim_wrapper
+
+
+@pytest.mark.parametrize('cuda', [True, False])
+def test_pin_memory_follows_cuda(cuda):
+    cfg = _config()
+    apply_speed_options(cfg, cuda_available=cuda)
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[name].pin_memory is cuda
+
+
+def test_pin_memory_explicit_kept():
+    cfg = _config(pin_memory=True)
+    cfg.val_dataloader.pin_memory = False
+    apply_speed_options(cfg, cuda_available=False)
+    assert cfg.train_dataloader.pin_memory is True
+    assert cfg.val_dataloader.pin_memory is False
+
+
+def test_channels_last_model(tmp_path):
+    cfg = _config(channels_last=True)
+    cfg.work_dir = str(tmp_path)
+    prepare_run_config(cfg)
+    runner = STBSMRunner.from_cfg(cfg)
+    weight = runner.model.backbone.conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert not weight.is_contiguous()
+
+
+def test_channels_last_default_off(tmp_path):
+    cfg = _config()
+    cfg.work_dir = str(tmp_path)
+    prepare_run_config(cfg)
+    runner = STBSMRunner.from_cfg(cfg)
+    assert runner.model.backbone.conv1.weight.is_contiguous()
+
+
+def test_channels_last_trains(spider_prepared, tmp_path):
+    work_dir = tmp_path / 'work'
+    run_tool('tools/train.py', CONFIG, '--work-dir', work_dir,
+             '--cfg-options', f'data_root={spider_prepared}',
+             'channels_last=True', 'train_cfg.max_epochs=1',
+             'train_dataloader.dataset.times=1',
+             'train_dataloader.batch_size=16', 'train_dataloader.num_workers=0',
+             'train_dataloader.persistent_workers=False',
+             'val_dataloader.num_workers=0',
+             'val_dataloader.persistent_workers=False')
+    assert (work_dir / 'epoch_1.pth').is_file()
+    metrics = json.loads((work_dir / 'val' / 'metrics.json').read_text())
+    assert metrics['n_images'] > 0
