@@ -4,7 +4,7 @@ MR intensities have no absolute unit, so each slice is mapped to 0..255 from
 robust statistics of its foreground: percentiles (the default), or mean and
 standard deviation (z-score, mapped from -3 SD..+3 SD).
 """
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -13,16 +13,21 @@ NORMALIZATION_METHODS = ('percentile', 'zscore')
 
 
 def normalize_intensity(image: sitk.Image,
-                        mask: Optional[sitk.Image] = None,
+                        mask: Optional[Union[sitk.Image, np.ndarray]] = None,
                         method: str = 'percentile',
                         low_percentile: float = 0.5,
                         high_percentile: float = 99.5) -> sitk.Image:
     """Map the foreground intensities of a slice to 0..255 (uint8).
 
+    Negative intensities (signed exports) need no special handling,
+    because the window comes from the slice's own statistics.
+
     Args:
-        image: A 2-D scalar image.
+        image: A 2-D scalar image of any pixel type, all values finite.
         mask: Foreground mask (non-zero = foreground) that supplies the
-            statistics; ``None`` uses every pixel.
+            statistics: an image or a ``(rows, columns)`` array of the
+            slice's size, of any type. ``None``, or a mask without non-zero
+            pixels, uses every pixel.
         method: ``'percentile'`` maps ``low_percentile``..``high_percentile``
             to 0..255; ``'zscore'`` maps mean - 3 SD..mean + 3 SD.
         low_percentile: Lower percentile, in percent.
@@ -30,6 +35,10 @@ def normalize_intensity(image: sitk.Image,
 
     Returns:
         SimpleITK.Image: a uint8 image with the input's spacing and origin.
+
+    Raises:
+        ValueError: an argument is invalid, the mask does not match the
+            slice's size, or the slice contains NaN or infinite values.
 
     Examples:
         >>> import numpy as np, SimpleITK as sitk
@@ -48,8 +57,20 @@ def normalize_intensity(image: sitk.Image,
             f'{high_percentile}; need 0 <= low < high <= 100.')
 
     values = sitk.GetArrayViewFromImage(image)
+    if not np.isfinite(values).all():
+        raise ValueError(
+            f'the slice contains {int(np.count_nonzero(~np.isfinite(values)))}'
+            ' NaN or infinite pixels; replace them before normalising.')
     if mask is not None:
-        inside = sitk.GetArrayViewFromImage(mask) > 0
+        if isinstance(mask, sitk.Image):
+            inside = sitk.GetArrayFromImage(mask) != 0
+        else:
+            inside = np.asarray(mask) != 0
+        if inside.shape != values.shape:
+            raise ValueError(
+                f'mask of shape {inside.shape} (rows, columns) does not match '
+                f'the slice of shape {values.shape}; give a mask of the '
+                "slice's size.")
         if inside.any():
             values = values[inside]
     values = np.asarray(values, dtype=np.float64).ravel()

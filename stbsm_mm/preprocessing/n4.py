@@ -5,7 +5,7 @@ IEEE TMI 2010) fits a smooth multiplicative bias field. The fit runs on a
 shrunk copy of the slice for speed. The fitted field is then evaluated at
 the slice's full resolution and divided out.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -43,25 +43,36 @@ def foreground_mask(image: sitk.Image,
 
 def correct_bias_field(
         image: sitk.Image,
-        mask: Optional[sitk.Image] = None,
+        mask: Optional[Union[sitk.Image, np.ndarray]] = None,
         shrink_factor: int = 4,
         iterations: Sequence[int] = (50, 50, 30, 20),
         convergence_threshold: float = 1e-6
 ) -> Tuple[sitk.Image, sitk.Image]:
     """Correct the bias field of a 2-D slice with N4.
 
+    N4 fits a multiplicative field to the logarithm of the intensities, so
+    it needs positive values. A slice with negative values (a signed export)
+    is shifted so that its minimum is 0 for the fit and the correction. The
+    shift is then added back, so pixels at the minimum keep their value.
+
     Args:
-        image: A 2-D scalar image; it is cast to float32 and must have
-            positive intensities in the foreground.
-        mask: The region used for the fit (uint8, 1 = fit). Defaults to
-            :func:`foreground_mask`.
+        image: A 2-D scalar image of any pixel type; it is cast to float32.
+        mask: The region used for the fit: an image or a ``(rows, columns)``
+            array of the slice's size, of any type. Every non-zero pixel is
+            fitted, so boolean masks, 0/255 masks and label maps all work.
+            Defaults to :func:`foreground_mask`.
         shrink_factor: Down-sampling factor of the fit, per axis (1 = none).
         iterations: Maximum iterations per fitting level; the number of
             entries is the number of B-spline levels.
         convergence_threshold: N4's convergence threshold.
 
     Returns:
-        tuple: the corrected float32 image at full resolution and the mask.
+        tuple: the corrected float32 image at full resolution and the uint8
+        mask (1 = fitted) with the image's geometry.
+
+    Raises:
+        ValueError: the image is not a 2-D scalar slice, the mask does not
+            match its size or is empty, or ``shrink_factor`` is below 1.
 
     Examples:
         >>> import numpy as np, SimpleITK as sitk
@@ -76,19 +87,29 @@ def correct_bias_field(
         raise ValueError(
             f'correct_bias_field expects a 2-D slice, got a '
             f'{image.GetDimension()}-D image.')
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(
+            f'correct_bias_field expects a scalar slice, got '
+            f'{image.GetNumberOfComponentsPerPixel()} components per pixel; '
+            'convert the image to grayscale first.')
     if shrink_factor < 1:
         raise ValueError(f'shrink_factor={shrink_factor}; use 1 or more.')
 
     image = sitk.Cast(image, sitk.sitkFloat32)
     if mask is None:
         mask = foreground_mask(image)
-    mask = sitk.Cast(mask, sitk.sitkUInt8)
+    mask = _binary_mask(mask, image)
+
+    # Shift negative intensities so the minimum is 0.
+    minimum = float(sitk.GetArrayViewFromImage(image).min())
+    offset = -minimum if minimum < 0 else 0.0
+    shifted = image + offset if offset else image
 
     # Fit on a shrunk copy. No axis may shrink below a few pixels.
     factors = [
         max(1, min(shrink_factor, size // 8)) for size in image.GetSize()
     ]
-    small_image = sitk.Shrink(image, factors)
+    small_image = sitk.Shrink(shifted, factors)
     small_mask = sitk.Shrink(mask, factors)
 
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
@@ -96,7 +117,38 @@ def correct_bias_field(
     corrector.SetConvergenceThreshold(convergence_threshold)
     corrector.Execute(small_image, small_mask)
 
-    # Evaluate the fitted field on the full-resolution grid and divide it out.
+    # Evaluate the fitted field on the full-resolution grid, divide it out
+    # and undo the shift.
     log_bias = corrector.GetLogBiasFieldAsImage(image)
-    corrected = sitk.Divide(image, sitk.Exp(log_bias))
+    corrected = sitk.Divide(shifted, sitk.Exp(log_bias))
+    if offset:
+        corrected = corrected - offset
     return sitk.Cast(corrected, sitk.sitkFloat32), mask
+
+
+def _binary_mask(mask: Union[sitk.Image, np.ndarray],
+                 image: sitk.Image) -> sitk.Image:
+    """Return ``mask != 0`` as a uint8 image with the geometry of ``image``."""
+    if isinstance(mask, sitk.Image):
+        size = mask.GetSize()
+        values = sitk.GetArrayViewFromImage(mask)
+    else:
+        values = np.asarray(mask)
+        size = tuple(reversed(values.shape))
+    if tuple(size) != tuple(image.GetSize()):
+        raise ValueError(
+            f'mask of size {tuple(size)} (x, y) does not match the slice of '
+            f'size {image.GetSize()}; give a mask of the slice\'s size.')
+    if values.ndim != 2:
+        raise ValueError(
+            f'mask has {values.ndim} array dimensions; give one value per '
+            'pixel.')
+
+    inside = (values != 0).astype(np.uint8)
+    if not inside.any():
+        raise ValueError(
+            'mask has no non-zero pixel, so N4 has nothing to fit. Give a '
+            'mask of the body or leave mask=None.')
+    binary = sitk.GetImageFromArray(inside)
+    binary.CopyInformation(image)
+    return binary
