@@ -251,3 +251,96 @@ def test_two_process_test_matches_one(resnet34_run, spider_prepared,
     for row in double:
         assert float(row['score_modic']) == pytest.approx(
             float(by_roi[row['roi_id']]['score_modic']), abs=1e-5)
+
+
+def test_youden_threshold_carried_to_external(resnet34_run, spider_prepared,
+                                              tmp_path):
+    import importlib.util
+
+    from conftest import REPO_ROOT
+    from stbsm_mm.evaluation import youden_threshold
+
+    checkpoint = resnet34_run / 'epoch_1.pth'
+    run_tool('tools/test.py', 'configs/stbsm/resnet34_stbsm.py', checkpoint,
+             '--work-dir', tmp_path, '--threshold', 'youden', '--bootstrap',
+             '100', '--cfg-options', f'data_root={spider_prepared}')
+    chosen = json.loads((tmp_path / 'val' / 'threshold.json').read_text())
+    assert chosen['method'] == 'youden'
+    assert chosen['split'] == 'val'
+    assert chosen['positive_class'] == 'modic'
+    assert chosen['n_images'] == 15
+    assert chosen['checkpoint_sha256'] == sha256_of_file(checkpoint)
+
+    # The threshold is the Youden one of the saved validation scores, and
+    # every validation figure and call is recomputed at it.
+    val_metrics, val_rows = check_figures_follow_from_predictions(
+        tmp_path / 'val', 15)
+    assert val_metrics['threshold'] == chosen['threshold']
+    assert chosen['threshold'] == youden_threshold(
+        [row['label'] == 'modic' for row in val_rows],
+        [float(row['score_modic']) for row in val_rows])
+    val_summary = json.loads((tmp_path / 'val' / 'summary.json').read_text())
+    assert val_summary['threshold'] == chosen['threshold']
+    assert val_summary['image']['accuracy']['value'] == pytest.approx(
+        val_metrics['accuracy'])
+    record = json.loads((tmp_path / 'val' / 'test_run.json').read_text())
+    assert record['metrics']['diagnosis/accuracy'] == pytest.approx(
+        val_metrics['accuracy'])
+
+    run_tool('tools/test.py', 'configs/stbsm/resnet34_stbsm_external.py',
+             checkpoint, '--work-dir', tmp_path, '--threshold-file',
+             tmp_path / 'val' / 'threshold.json', '--bootstrap', '100',
+             '--cfg-options', f'data_root={spider_prepared}')
+    metrics, rows = check_figures_follow_from_predictions(
+        tmp_path / 'external', 29)
+    assert metrics['threshold'] == chosen['threshold']
+    assert not (tmp_path / 'external' / 'threshold.json').exists()
+
+    summary = json.loads((tmp_path / 'external' / 'summary.json').read_text())
+    is_modic = np.array([row['label'] == 'modic' for row in rows])
+    scores = np.array([float(row['score_modic']) for row in rows])
+    image = summary['calibration']['image']
+    assert image['brier'] == pytest.approx(np.mean((scores - is_modic)**2))
+    assert sum(image['reliability']['counts']) == 29
+    assert sum(summary['calibration']['patient']['reliability']
+               ['counts']) == len(DEMO_EXTERNAL_PATIENTS)
+    assert 'Brier score' in (tmp_path / 'external' / 'summary.md').read_text()
+
+    # Reader "always" calls every ROI modic; reader "half" reads every
+    # second ROI and calls it right.
+    reads = ['roi_id,reader,call']
+    reads += [f'{row["roi_id"]},always,modic' for row in rows]
+    reads += [f'{row["roi_id"]},half,{row["label"]}' for row in rows[::2]]
+    reads_path = tmp_path / 'reads.csv'
+    reads_path.write_text('\n'.join(reads) + '\n')
+    # The tool runs in this process, which saves the start-up of a second
+    # Python with torch; tests/test_readers.py covers its options.
+    spec = importlib.util.spec_from_file_location(
+        'compare_readers_tool', REPO_ROOT / 'tools' / 'compare_readers.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main([str(reads_path), str(tmp_path / 'external'), '--names',
+               'resnet34', '--out-dir', str(tmp_path / 'readers')])
+
+    result = json.loads((tmp_path / 'readers' / 'readers.json').read_text())
+    assert result['level'] == 'image'
+    assert result['models'][0]['threshold'] == chosen['threshold']
+    always, half = result['readers']
+    n_modic = int(is_modic.sum())
+    assert always['confusion_matrix'] == [[n_modic, 0], [29 - n_modic, 0]]
+    assert always['sensitivity']['value'] == 1.0
+    assert half['n'] == 15
+    assert half['accuracy']['value'] == 1.0
+
+    model_right = np.array([row['pred_label'] == row['label']
+                            for row in rows])
+    test_always, test_half = result['mcnemar']
+    assert test_always['n'] == 29
+    assert test_always['model_correct_reader_wrong'] == int(
+        np.sum(model_right & ~is_modic))
+    assert test_always['model_wrong_reader_correct'] == int(
+        np.sum(~model_right & is_modic))
+    assert test_half['model_correct_reader_wrong'] == 0
+    assert test_half['model_wrong_reader_correct'] == int(
+        np.sum(~model_right[::2]))
+

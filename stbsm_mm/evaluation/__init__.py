@@ -37,3 +37,26 @@ __all__ += [
     'patient_level_figures',
     'wilson_interval',
 ]
+
+from .calibration import brier_score, calibration_summary, reliability_curve
+from .readers import (compare_readers, read_reads_csv, reader_figures,
+                      readers_markdown, write_reader_comparison)
+from .threshold import (apply_threshold, read_threshold_json,
+                        write_threshold_json, youden_threshold,
+                        youden_threshold_of_records)
+
+__all__ += [
+    'apply_threshold',
+    'brier_score',
+    'calibration_summary',
+    'compare_readers',
+    'read_reads_csv',
+    'read_threshold_json',
+    'reader_figures',
+    'readers_markdown',
+    'reliability_curve',
+    'write_reader_comparison',
+    'write_threshold_json',
+    'youden_threshold',
+    'youden_threshold_of_records',
+]

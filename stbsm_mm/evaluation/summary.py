@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
 from .binary_figures import read_predictions_csv
+from .calibration import calibration_summary
 from .patient_level import figures_with_intervals, patient_level_figures
 
 PathLike = Union[str, Path]
@@ -56,7 +57,10 @@ def summarize_predictions(predictions: PathLike,
 
     Returns:
         dict: ``image`` and ``patient`` figures with intervals, the
-        patient-level point figures, and the settings used.
+        patient-level point figures, ``calibration`` (Brier score and
+        reliability curve of the positive-class probability at both levels,
+        see :func:`~stbsm_mm.evaluation.calibration.calibration_summary`)
+        and the settings used.
     """
     records = read_predictions_csv(predictions)
     if patient_labels is not None:
@@ -75,6 +79,9 @@ def summarize_predictions(predictions: PathLike,
     patient_points = patient_level_figures(records, method=aggregation,
                                            patient_labels=patient_labels,
                                            **common)
+    calibration = calibration_summary(records, classes, positive_class,
+                                      aggregation=aggregation,
+                                      patient_labels=patient_labels)
     return {
         'positive_class': positive_class,
         'threshold': threshold,
@@ -86,6 +93,7 @@ def summarize_predictions(predictions: PathLike,
         'image': image,
         'patient': patient,
         'patient_figures': patient_points,
+        'calibration': calibration,
     }
 
 
@@ -117,4 +125,12 @@ def summary_markdown(summary: dict) -> str:
         f'A patient\'s score is the {summary["aggregation"]} of its ROI '
         f'scores. Bootstrap: {summary["n_resamples"]} resamples of patients, '
         f'seed {summary["seed"]}.')
+    calibration = summary.get('calibration')
+    if calibration is not None:
+        lines.append('')
+        lines.append(
+            f'Brier score of the {summary["positive_class"]} probability '
+            f'(0 is perfect, a constant 0.5 gives 0.25): image level '
+            f'{calibration["image"]["brier"]:.4f}, patient level '
+            f'{calibration["patient"]["brier"]:.4f}.')
     return '\n'.join(lines) + '\n'
