@@ -163,7 +163,9 @@ def test_load_label_not_in_classes(tmp_path):
 
     message = load_error(root, classes=['STB', 'SM'])
 
-    assert "labels ['TB'] are not among the classes ['STB', 'SM']" in message
+    assert "diagnosis 'TB' of patient 'p2' is not among the classes " \
+        "['STB', 'SM']" in message
+    assert 'patients.csv, line 3' in message
 
 
 def test_load_ids_are_strings(tmp_path):

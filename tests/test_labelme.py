@@ -65,7 +65,7 @@ def test_load_invalid_json(tmp_path):
     path = tmp_path / 'roi.json'
     path.write_text('{"shapes": [', encoding='utf-8')
 
-    with pytest.raises(LabelmeError, match='not a valid UTF-8 JSON'):
+    with pytest.raises(LabelmeError, match='not a valid JSON file'):
         load_labelme(path)
 
 

@@ -59,7 +59,14 @@ def test_clean_cohort_reports_no_problem(tmp_path):
     quality = json.loads((out_dir / 'quality.json').read_text())
     assert quality['n_skipped'] == 0
     assert quality['problems'] == []
-    assert 'No problems found.' in (out_dir / 'quality.md').read_text()
+    assert quality['table_problems'] == []
+    report = (out_dir / 'quality.md').read_text()
+    assert '## Slices' not in report
+    assert '## Table rows' not in report
+    # The external site has one SM patient only, which is worth a warning.
+    [warning] = quality['split_warnings']
+    assert "split 'external' has no ROI of class 'STB'" in warning
+    assert warning in report
 
 
 def test_cli_strict_exit_status(cohort_with_bad_outline, tmp_path):

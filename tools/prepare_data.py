@@ -88,8 +88,10 @@ def parse_args(argv=None):
         '--lesion-labels',
         nargs='+',
         metavar='LABEL',
-        help='Labelme labels that outline lesions (default: every polygon, '
-        'rectangle and circle)')
+        help='Labelme labels that outline lesions, compared ignoring case '
+        '(default: every label). Shapes with other labels are ignored; '
+        'polygons, rectangles and circles outline a lesion, lines and '
+        'points do not')
     prep.add_argument(
         '--crop-mode',
         choices=['largest', 'union'],
@@ -115,8 +117,10 @@ def parse_args(argv=None):
     parser.add_argument(
         '--strict',
         action='store_true',
-        help='stop at the first slice that cannot be prepared (default: '
-        'skip it and list it in OUT_DIR/quality.json and quality.md)')
+        help='stop at the first invalid row of patients.csv or rois.csv, or '
+        'slice that cannot be prepared, and when a training split has no ROI '
+        'of a class (default: skip the row or slice, and list it and the '
+        'split in OUT_DIR/quality.json and quality.md)')
     return parser.parse_args(argv)
 
 
@@ -164,10 +168,18 @@ def main(argv=None) -> int:
     counts = manifest['split']['rois']
     print(f'Prepared {len(manifest["rois"])} crops in {args.out_dir}: '
           + ', '.join(f'{name} {count}' for name, count in counts.items()))
+    report = Path(args.out_dir) / 'quality.md'
     quality = json.loads((Path(args.out_dir) / 'quality.json').read_text())
     if quality['n_skipped']:
         print(f'Skipped {quality["n_skipped"]} ROI(s) that could not be '
-              f'prepared; see {Path(args.out_dir) / "quality.md"}.')
+              f'prepared; see {report}.')
+    skipped_rows = sum(problem['action'] == 'skipped'
+                       for problem in quality['table_problems'])
+    if skipped_rows:
+        print(f'Skipped {skipped_rows} invalid row(s) of patients.csv and '
+              f'rois.csv; see {report}.')
+    for warning in quality['split_warnings']:
+        print(f'Warning: {warning}')
     return 0
 
 

@@ -1,13 +1,15 @@
 """Patient table, ROI table, patient-level splits and folds, synthetic cohort."""
 from .splits import (EXTERNAL, SPLITS, TRAIN, VAL, LeakageError,
-                     PatientSplit, check_disjoint, split_patients)
+                     PatientSplit, check_class_coverage, check_disjoint,
+                     split_patients)
 from .synthetic import PLACEHOLDER_IDENTIFIERS, generate_synthetic_cohort
-from .table import (Cohort, CohortError, Patient, Roi, load_cohort,
-                    resolve_classes)
+from .table import (Cohort, CohortError, Patient, Roi, TableProblem,
+                    load_cohort, resolve_classes)
 
 __all__ = [
     'EXTERNAL', 'PLACEHOLDER_IDENTIFIERS', 'SPLITS', 'TRAIN', 'VAL', 'Cohort',
     'CohortError', 'LeakageError', 'Patient', 'PatientSplit', 'Roi',
-    'check_disjoint', 'generate_synthetic_cohort', 'load_cohort',
-    'resolve_classes', 'split_patients'
+    'TableProblem', 'check_class_coverage', 'check_disjoint',
+    'generate_synthetic_cohort', 'load_cohort', 'resolve_classes',
+    'split_patients'
 ]

@@ -7,6 +7,7 @@ test set and are never used for training or model selection. The other
 label, and into cross-validation folds, with scikit-learn's
 ``StratifiedGroupKFold`` (groups = patients).
 """
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
@@ -125,6 +126,68 @@ def check_disjoint(patients_by_split: Mapping[str, Iterable[str]]) -> None:
                     'Re-create the splits with tools/prepare_data.py instead '
                     'of editing the annotation files by hand.')
             seen[patient_id] = split
+
+
+def check_class_coverage(labels_by_split: Mapping[str, Iterable[str]],
+                         classes: Sequence[str],
+                         training_error: bool = True) -> List[str]:
+    """Check that every class has samples in every split.
+
+    A training split (``train``, ``fold<k>_train``) without a class is an
+    error, because a model cannot learn a class it never sees. An
+    evaluation split (``val``, ``external``, ``fold<k>_val``) without a
+    class is still usable, but its AUC and the sensitivity or specificity
+    that needs the missing class are undefined, so a warning is returned.
+    A split with no samples at all (no external sites) is not checked.
+
+    Args:
+        labels_by_split: The class label of each sample, by split name.
+        classes: All class names.
+        training_error: Raise for a training split without a class. With
+            ``False`` its message is returned among the warnings, for
+            smoke tests on cohorts too small to have both classes in
+            training.
+
+    Returns:
+        list: one warning per split and missing class.
+
+    Raises:
+        CohortError: a training split has no sample of a class and
+            ``training_error`` is set.
+
+    Examples:
+        >>> warnings = check_class_coverage(
+        ...     {'train': ['STB', 'SM'], 'val': ['STB'], 'external': []},
+        ...     ['STB', 'SM'])
+        >>> warnings[0].split('.')[0]
+        "split 'val' has no ROI of class 'SM' (STB 1)"
+    """
+    warnings = []
+    for name, labels in labels_by_split.items():
+        counts = Counter(labels)
+        if not counts:
+            continue
+        found = ', '.join(f'{label} {counts[label]}' for label in classes
+                          if counts[label])
+        for missing in (label for label in classes if not counts[label]):
+            if name == TRAIN or name.endswith('_train'):
+                message = (
+                    f'split {name!r} has no ROI of class {missing!r} '
+                    f'({found}); a model cannot learn a class it never '
+                    'sees. Add development patients of that class, check '
+                    'the labels, or change --external-sites, --val-fraction '
+                    'or --folds.')
+                if training_error:
+                    raise CohortError(message)
+                warnings.append(message)
+                continue
+            warnings.append(
+                f'split {name!r} has no ROI of class {missing!r} ({found}). '
+                'It is still written, but AUC and the sensitivity or '
+                'specificity that needs this class are undefined on it. Add '
+                'patients of that class, or change --seed, --val-fraction '
+                'or --folds.')
+    return warnings
 
 
 def _stratified_group_folds(cohort: Cohort, patient_ids: List[str],

@@ -15,6 +15,8 @@ Output layout::
                                   fold<k>_val (mmengine annotation format)
       splits/patients.csv         patient -> site, label, split, fold
       manifest.json               sources, boxes, checksums, parameters
+      quality.json, quality.md    skipped table rows and slices, splits
+                                  that lack a class, ignored shapes
       cache/                      per-slice records that let a re-run skip
                                   slices whose inputs and parameters are
                                   unchanged
@@ -38,11 +40,13 @@ import SimpleITK as sitk
 from mmengine.logging import MMLogger
 from tqdm import tqdm
 
-from ..cohort.splits import EXTERNAL, SPLITS, PatientSplit, split_patients
-from ..cohort.table import Cohort, CohortError, Roi, load_cohort
+from ..cohort.splits import (EXTERNAL, SPLITS, PatientSplit,
+                             check_class_coverage, split_patients)
+from ..cohort.table import (Cohort, CohortError, Roi, TableProblem,
+                            load_cohort)
 from ..io.image import read_slice
-from ..io.labelme import (check_image_size, labelme_image, lesion_box,
-                          load_labelme)
+from ..io.labelme import (check_image_size, labelme_image, labelme_image_path,
+                          lesion_box, load_labelme)
 from ..utils.fileio import (atomic_write_json, atomic_write_text,
                             atomic_writer, sha256_of_file)
 from ..version import __version__
@@ -72,8 +76,9 @@ class PreprocessConfig:
         normalization: ``'percentile'`` or ``'zscore'``.
         low_percentile: Lower percentile of the percentile window.
         high_percentile: Upper percentile of the percentile window.
-        lesion_labels: Labelme labels that count as lesion outlines
-            (``None``: every polygon, rectangle and circle).
+        lesion_labels: Labelme labels that count as lesion outlines,
+            compared without case and surrounding spaces (``None``: every
+            label). Shapes with other labels are ignored.
         crop_mode: ``'largest'`` (box of the largest shape) or ``'union'``.
         margin: Extra border per side, as a fraction of the box size.
         square_pixels: Resample crops to square pixels.
@@ -143,12 +148,27 @@ def prepare_cohort(cohort_dir: PathLike,
         classes: Class names in index order (default: from the data).
         workers: Worker processes (default: all CPU cores).
         progress: Show a progress bar.
-        strict: Stop at the first slice that cannot be prepared. By default
-            such a slice is skipped, and it is listed with its error in
-            ``out_dir/quality.json`` and ``out_dir/quality.md``.
+        strict: Stop at the first row of ``patients.csv`` or ``rois.csv``
+            or slice that cannot be used, and when a training split has no
+            ROI of a class. By default such a row or slice is skipped, with
+            the patients and ROIs it affects, and it is listed with its
+            error in ``out_dir/quality.json`` and ``out_dir/quality.md``. A
+            training split without a class is listed there as well.
 
     Returns:
         dict: the manifest that was written to ``out_dir/manifest.json``.
+
+    Raises:
+        CohortError: a table or column is missing, an option is invalid,
+            or no ROI is left to prepare. In strict mode also at the first
+            invalid table row, or when a training split has no ROI of a
+            class.
+        LabelmeError, SliceReadError: in strict mode, the first slice that
+            cannot be prepared.
+
+    Examples:
+        >>> prepare_cohort('my_cohort', 'data/my_prepared',
+        ...                external_sites=['Hospital C'])  # doctest: +SKIP
     """
     logger = MMLogger.get_current_instance()
     cohort_dir, out_dir = Path(cohort_dir), Path(out_dir)
@@ -157,7 +177,16 @@ def prepare_cohort(cohort_dir: PathLike,
                           'cohort folder.')
 
     # Step 1: the tables and the patient splits.
-    cohort = load_cohort(cohort_dir, classes)
+    cohort = load_cohort(cohort_dir, classes, strict=strict)
+    for problem in cohort.problems:
+        logger.warning(f'Table row {problem.action}: {problem.message}')
+    n_rois = len(cohort.rois) + cohort.skipped_roi_rows
+    report = _QualityReport(out_dir, n_rois, cohort.problems)
+    if not cohort.rois:
+        report.write(0)
+        raise CohortError(
+            f'{cohort_dir}: no row of rois.csv can be used; see the errors '
+            f'above and {out_dir / "quality.md"}.')
     split = split_patients(cohort, external_sites, val_fraction, n_folds,
                            seed)
     logger.info(
@@ -168,20 +197,37 @@ def prepare_cohort(cohort_dir: PathLike,
 
     # Step 2: crops, one task per source slice, reusing cached slices.
     crop_names = _crop_names(cohort.rois)
-    tasks = _slice_tasks(cohort, config, crop_names)
-    problems: List[dict] = []
+    tasks = _slice_tasks(cohort, config, crop_names, cohort_dir, strict,
+                         report.problems)
     records = _run_tasks(tasks, cohort_dir, out_dir, config, workers,
-                         progress, strict, problems)
+                         progress, strict, report.problems)
+    report.notes = [note for record in records.values()
+                    for note in record.get('notes', [])]
     if not records:
-        write_quality_report(out_dir, len(cohort.rois), 0, problems)
+        report.write(0)
         raise CohortError(
             f'{cohort_dir}: no ROI could be prepared; see the errors above '
-            f'and {out_dir / "quality.json"}.')
+            f'and {out_dir / "quality.md"}.')
 
-    # Step 3: annotation files, split table and manifest.
-    manifest = _write_outputs(cohort, split, config, records, crop_names,
+    # Step 3: every split should contain every class. A training split
+    # without one stops only in strict mode, so that a smoke test on a
+    # cohort of two development patients still runs.
+    samples = _samples(cohort, split, records)
+    try:
+        report.split_warnings = check_class_coverage(
+            _labels_by_split(samples, split.n_folds), cohort.classes,
+            training_error=strict)
+    except CohortError as error:
+        report.split_warnings = [str(error)]
+        report.write(len(records))
+        raise
+    for warning in report.split_warnings:
+        logger.warning(warning)
+
+    # Step 4: annotation files, split table and manifest.
+    manifest = _write_outputs(cohort, split, config, records, samples,
                               out_dir)
-    write_quality_report(out_dir, len(cohort.rois), len(records), problems)
+    report.write(len(records))
     logger.info(f'Prepared {len(records)} crops in {out_dir}.')
     return manifest
 
@@ -202,10 +248,25 @@ def _crop_names(rois: Sequence[Roi]) -> Dict[str, str]:
 
 
 def _slice_tasks(cohort: Cohort, config: PreprocessConfig,
-                 crop_names: Dict[str, str]) -> List[_SliceTask]:
+                 crop_names: Dict[str, str], cohort_dir: Path, strict: bool,
+                 problems: List[dict]) -> List[_SliceTask]:
+    """Group the ROIs by source slice.
+
+    A ROI without the column that ``config.source`` requests is appended
+    to ``problems``, unless ``strict`` is set, which raises.
+    """
     grouped: 'OrderedDict[tuple, List[Roi]]' = OrderedDict()
     for roi in cohort.rois:
-        source = _source_of(roi, config.source)
+        try:
+            source = _source_of(roi, config.source)
+        except CohortError as error:
+            if strict:
+                raise
+            problems.append({
+                'roi_ids': [roi.roi_id], 'source': None,
+                'annotations': [_relative(roi.annotation, cohort_dir)],
+                'error': type(error).__name__, 'message': str(error)})
+            continue
         key = (str(source) if source else f'labelme:{roi.annotation}',
                roi.slice_index, roi.instance_number)
         grouped.setdefault(key, []).append(roi)
@@ -248,21 +309,32 @@ def _run_tasks(tasks: List[_SliceTask], cohort_dir: Path, out_dir: Path,
     A slice that fails is appended to ``problems`` and its ROIs get no
     record, unless ``strict`` is set, which re-raises the error.
     """
+    logger = MMLogger.get_current_instance()
     params = config.to_dict()
+    keyed = []
     for task in tasks:
-        task.key = _task_key(task, params)
+        # Hashing reads the Labelme files, which may be invalid.
+        try:
+            task.key = _task_key(task, params, cohort_dir)
+        except INPUT_ERRORS as error:
+            if strict:
+                raise
+            problems.append(_problem(task, error, cohort_dir))
+            logger.warning(f'Skipped {len(task.rois)} ROI(s) '
+                           f'{[roi for roi, _, _ in task.rois]}: {error}')
+            continue
+        keyed.append(task)
 
     records: Dict[str, dict] = {}
     pending = []
-    for task in tasks:
+    for task in keyed:
         cached = _load_cached(out_dir, task)
         if cached is None:
             pending.append(task)
         else:
             records.update(cached)
 
-    logger = MMLogger.get_current_instance()
-    logger.info(f'{len(tasks)} slices: {len(tasks) - len(pending)} unchanged '
+    logger.info(f'{len(keyed)} slices: {len(keyed) - len(pending)} unchanged '
                 f'(reused), {len(pending)} to process.')
     if not pending:
         return records
@@ -324,7 +396,7 @@ def _init_worker() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
-def _task_key(task: _SliceTask, params: dict) -> str:
+def _task_key(task: _SliceTask, params: dict, cohort_dir: Path) -> str:
     """Hash the task's input files' checksums and the parameters."""
     digest = hashlib.sha256()
     digest.update(json.dumps(params, sort_keys=True).encode())
@@ -334,7 +406,7 @@ def _task_key(task: _SliceTask, params: dict) -> str:
             digest.update(sha256_of_file(path).encode())
     else:
         # The slice is the image that the Labelme file refers to.
-        image = _labelme_image_file(task.rois[0][1])
+        image = _labelme_image_file(task.rois[0][1], cohort_dir)
         if image is not None:
             digest.update(sha256_of_file(image).encode())
     for roi_id, annotation, crop in task.rois:
@@ -344,13 +416,14 @@ def _task_key(task: _SliceTask, params: dict) -> str:
     return digest.hexdigest()
 
 
-def _labelme_image_file(annotation_path: str) -> Optional[Path]:
+def _labelme_image_file(annotation_path: str,
+                        cohort_dir: Path) -> Optional[Path]:
     """Return the file that a Labelme imagePath names, unless embedded."""
     annotation = load_labelme(annotation_path)
-    if annotation.image_data or not annotation.image_path:
+    if annotation.image_data:
         return None
-    path = annotation.path.parent / annotation.image_path.replace('\\', '/')
-    return path if path.is_file() else None
+    path = labelme_image_path(annotation, cohort_dir)
+    return path if path is not None and path.is_file() else None
 
 
 def _source_files(source: Path) -> List[Path]:
@@ -389,7 +462,8 @@ def _process_task(task: _SliceTask, cohort_dir: Path, out_dir: Path,
                            task.instance_number)
     else:
         image = sitk.Cast(
-            sitk.GetImageFromArray(labelme_image(annotations[0])),
+            sitk.GetImageFromArray(labelme_image(annotations[0],
+                                                 cohort_dir)),
             sitk.sitkFloat32)
     width, height = image.GetSize()
     for annotation in annotations:
@@ -409,8 +483,9 @@ def _process_task(task: _SliceTask, cohort_dir: Path, out_dir: Path,
     records = {}
     for (roi_id, annotation_path, crop_rel), annotation in zip(
             task.rois, annotations):
+        notes: List[str] = []
         box = lesion_box(annotation, height, width, config.lesion_labels,
-                         config.crop_mode, config.margin)
+                         config.crop_mode, config.margin, notes)
         crop = crop_lesion(image, box, config.square_pixels)
         crop_path = out_dir / crop_rel
         with atomic_writer(crop_path) as tmp:
@@ -429,6 +504,8 @@ def _process_task(task: _SliceTask, cohort_dir: Path, out_dir: Path,
             'crop_size': list(crop.GetSize()),
             'crop_spacing': list(crop.GetSpacing()),
             'crop_sha256': sha256_of_file(crop_path),
+            # Ignored shapes, for the quality report; not in the manifest.
+            'notes': [f'ROI {roi_id}: {note}' for note in notes],
         }
     atomic_write_json(_cache_path(out_dir, task), records)
     return records
@@ -455,10 +532,9 @@ def _relative(path: Optional[PathLike], root: Path) -> Optional[str]:
         return Path(path).as_posix()
 
 
-def _write_outputs(cohort: Cohort, split: PatientSplit,
-                   config: PreprocessConfig, records: Dict[str, dict],
-                   crop_names: Dict[str, str], out_dir: Path) -> dict:
-    classes = list(cohort.classes)
+def _samples(cohort: Cohort, split: PatientSplit,
+             records: Dict[str, dict]) -> List[dict]:
+    """Return the annotation entry of every prepared ROI."""
     samples = []
     for roi in cohort.rois:
         if roi.roi_id not in records:
@@ -473,6 +549,27 @@ def _write_outputs(cohort: Cohort, split: PatientSplit,
             'split': split.split[roi.patient_id],
             'fold': split.fold.get(roi.patient_id),
         })
+    return samples
+
+
+def _labels_by_split(samples: List[dict],
+                     n_folds: int) -> Dict[str, List[str]]:
+    """Return the labels of each split and fold file's samples."""
+    labels = {name: [s['label'] for s in samples if s['split'] == name]
+              for name in SPLITS}
+    for fold in range(n_folds):
+        labels[f'fold{fold}_train'] = [
+            s['label'] for s in samples
+            if s['split'] != EXTERNAL and s['fold'] != fold]
+        labels[f'fold{fold}_val'] = [s['label'] for s in samples
+                                     if s['fold'] == fold]
+    return labels
+
+
+def _write_outputs(cohort: Cohort, split: PatientSplit,
+                   config: PreprocessConfig, records: Dict[str, dict],
+                   samples: List[dict], out_dir: Path) -> dict:
+    classes = list(cohort.classes)
 
     def write(name: str, selected: List[dict]) -> None:
         atomic_write_json(out_dir / 'annotations' / f'{name}.json', {
@@ -510,7 +607,9 @@ def _write_outputs(cohort: Cohort, split: PatientSplit,
         'rois': [
             dict(roi_id=s['roi_id'], patient_id=s['patient_id'],
                  site=s['site'], label=s['label'], split=s['split'],
-                 fold=s['fold'], **records[s['roi_id']]) for s in samples
+                 fold=s['fold'],
+                 **{key: value for key, value in records[s['roi_id']].items()
+                    if key != 'notes'}) for s in samples
         ],
     }
     atomic_write_json(out_dir / 'manifest.json', manifest)
@@ -533,24 +632,109 @@ def _write_patient_table(cohort: Cohort, split: PatientSplit,
     atomic_write_text(path, buffer.getvalue())
 
 
-def write_quality_report(out_dir: Path, n_rois: int, n_prepared: int,
-                         problems: List[dict]) -> None:
-    """Write ``quality.json`` and a readable ``quality.md``."""
+class _QualityReport:
+    """The data-quality findings of one run, gathered step by step."""
+
+    def __init__(self, out_dir: Path, n_rois: int,
+                 table_problems: List[TableProblem]):
+        self.out_dir = out_dir
+        self.n_rois = n_rois
+        self.table_problems = table_problems
+        self.problems: List[dict] = []
+        self.split_warnings: List[str] = []
+        self.notes: List[str] = []
+
+    def write(self, n_prepared: int) -> None:
+        write_quality_report(
+            self.out_dir, self.n_rois, n_prepared, self.problems,
+            table_problems=[problem.to_dict()
+                            for problem in self.table_problems],
+            split_warnings=self.split_warnings,
+            notes=self.notes)
+
+
+def write_quality_report(out_dir: Path,
+                         n_rois: int,
+                         n_prepared: int,
+                         problems: List[dict],
+                         table_problems: Sequence[dict] = (),
+                         split_warnings: Sequence[str] = (),
+                         notes: Sequence[str] = ()) -> None:
+    """Write ``quality.json`` and a readable ``quality.md``.
+
+    Args:
+        out_dir: The prepared dataset folder.
+        n_rois: Number of rows of ``rois.csv``.
+        n_prepared: Number of ROIs prepared.
+        problems: Slices that could not be prepared: ``roi_ids``,
+            ``source``, ``annotations``, ``error`` and ``message``.
+        table_problems: Rows of ``patients.csv`` or ``rois.csv`` that were
+            skipped or ignored, as :meth:`TableProblem.to_dict` gives them.
+        split_warnings: Splits without a sample of some class.
+        notes: Shapes ignored in Labelme files whose ROI was prepared.
+
+    Examples:
+        >>> write_quality_report(Path('out'), 3, 3, [])  # doctest: +SKIP
+    """
     atomic_write_json(out_dir / 'quality.json', {
         'n_rois': n_rois,
         'n_prepared': n_prepared,
         'n_skipped': n_rois - n_prepared,
+        'table_problems': list(table_problems),
         'problems': problems,
+        'split_warnings': list(split_warnings),
+        'notes': list(notes),
     })
+
     lines = [
         '# Data quality', '',
         f'{n_prepared} of {n_rois} ROIs prepared; '
         f'{n_rois - n_prepared} skipped.', ''
     ]
-    for problem in problems:
-        lines.append(f'- ROIs {", ".join(problem["roi_ids"])} '
-                     f'(source {problem["source"]}): {problem["error"]}: '
-                     f'{problem["message"]}')
-    if not problems:
-        lines.append('No problems found.')
-    atomic_write_text(out_dir / 'quality.md', '\n'.join(lines) + '\n')
+    if table_problems:
+        lines += ['## Table rows', '',
+                  '| file | line | column | value | outcome | problem |',
+                  '|---|---|---|---|---|---|']
+        for problem in table_problems:
+            lines.append(
+                f'| {problem["table"]} | {problem["line"]} | '
+                f'{problem["column"] or ""} | '
+                f'{_cell(problem["value"])} | {_outcome(problem)} | '
+                f'{_cell(problem["message"])} |')
+        lines.append('')
+    if problems:
+        lines += ['## Slices', '']
+        for problem in problems:
+            lines.append(f'- ROIs {", ".join(problem["roi_ids"])} '
+                         f'(source {problem["source"]}): {problem["error"]}: '
+                         f'{problem["message"]}')
+        lines.append('')
+    if split_warnings:
+        lines += ['## Splits', '']
+        lines += [f'- {warning}' for warning in split_warnings]
+        lines.append('')
+    if notes:
+        lines += ['## Notes', '']
+        lines += [f'- {note}' for note in notes]
+        lines.append('')
+    if not (table_problems or problems or split_warnings or notes):
+        lines += ['No problems found.', '']
+    atomic_write_text(out_dir / 'quality.md', '\n'.join(lines))
+
+
+def _outcome(problem: dict) -> str:
+    """Describe what a table problem left out, for quality.md."""
+    if problem['action'] == 'ignored':
+        return 'repeated row ignored'
+    parts = []
+    if problem['patient_ids']:
+        parts.append('patients ' + ', '.join(problem['patient_ids']))
+    if problem['roi_ids']:
+        parts.append('ROIs ' + ', '.join(problem['roi_ids']))
+    return 'skipped ' + ('; '.join(parts) if parts else 'row')
+
+
+def _cell(text: Optional[str]) -> str:
+    """Escape a value for a Markdown table cell."""
+    return '' if text is None else str(text).replace('|', '\\|').replace(
+        '\n', ' ')
