@@ -18,7 +18,7 @@ from helpers import (PHI_STRINGS, load_prepare_data_tool, rectangle,
                      write_phantom_cohort)
 from stbsm_mm.cohort import LeakageError
 from stbsm_mm.datasets import T2CropDataset
-from stbsm_mm.io import lesion_box, load_labelme, read_slice
+from stbsm_mm.io import SliceReadError, lesion_box, load_labelme, read_slice
 from stbsm_mm.preprocessing import (PreprocessConfig, correct_bias_field,
                                     crop_lesion, normalize_intensity,
                                     prepare_cohort)
@@ -344,6 +344,100 @@ def test_prepare_same_crops_in_new_folder(editable, tmp_path):
     prepare_cohort(cohort_dir, tmp_path / 'again', CONFIG, **SPLIT_ARGS)
 
     assert crop_bytes(tmp_path / 'again') == crop_bytes(out_dir)
+
+
+def test_prepare_writes_whole_slices(prepared):
+    _, out_dir, _ = prepared
+    manifest = read_json(out_dir / 'manifest.json')
+
+    by_slice = {}
+    for roi in manifest['rois']:
+        slice_path = out_dir / roi['slice']
+        assert slice_path.is_file()
+        assert sha256_of_file(slice_path) == roi['slice_sha256']
+        by_slice.setdefault(roi['slice'], []).append(roi)
+    for name, rois in by_slice.items():
+        # Named after one of its ROIs, never after the source file.
+        assert Path(name).stem in {roi['roi_id'] for roi in rois}
+        width, height = rois[0]['source_size']
+        image = sitk.ReadImage(str(out_dir / name))
+        assert image.GetSize() == (width, height)
+        assert image.GetPixelID() == sitk.sitkUInt8
+
+
+def test_crop_is_cut_from_saved_slice(prepared):
+    _, out_dir, _ = prepared
+    manifest = read_json(out_dir / 'manifest.json')
+    roi = next(r for r in manifest['rois']
+               if r['crop_spacing'][0] == r['crop_spacing'][1]
+               and r['source_spacing'][0] == r['source_spacing'][1])
+    whole = sitk.GetArrayFromImage(sitk.ReadImage(str(out_dir / roi['slice'])))
+    crop = sitk.GetArrayFromImage(sitk.ReadImage(str(out_dir / roi['crop'])))
+    x0, y0, x1, y1 = roi['box']
+    assert np.array_equal(whole[y0:y1, x0:x1], crop)
+
+
+def test_rerun_restores_missing_slice(editable):
+    cohort_dir, out_dir, _ = editable
+    manifest = read_json(out_dir / 'manifest.json')
+    slice_path = out_dir / manifest['rois'][0]['slice']
+    before = slice_path.read_bytes()
+    before_crops = crop_identities(out_dir)
+
+    slice_path.unlink()
+    prepare_cohort(cohort_dir, out_dir, CONFIG, **SPLIT_ARGS)
+
+    assert slice_path.read_bytes() == before
+    changed = {name for name, identity in crop_identities(out_dir).items()
+               if before_crops[name] != identity}
+    # Only the crops of that one slice were written again.
+    assert changed
+    assert len(changed) < len(before_crops)
+
+
+def test_max_pixels_skips_large_slices(tmp_path):
+    cohort_dir, out_dir = tmp_path / 'cohort', tmp_path / 'out'
+    write_phantom_cohort(cohort_dir)
+    config = PreprocessConfig(n4_iterations=(10, 10), margin=0.1,
+                              max_pixels=100)
+
+    with pytest.raises(SliceReadError, match='limit max_pixels=100'):
+        prepare_cohort(cohort_dir, out_dir, config, strict=True,
+                       **SPLIT_ARGS)
+
+
+def test_max_pixels_listed_in_quality(tmp_path):
+    cohort_dir, out_dir = tmp_path / 'cohort', tmp_path / 'out'
+    write_phantom_cohort(cohort_dir)
+    tool = load_prepare_data_tool()
+
+    tool.main([str(cohort_dir), str(out_dir), '--max-pixels', '100'] +
+              CLI_ARGS)
+
+    quality = read_json(out_dir / 'quality.json')
+    assert quality['problems']
+    for problem in quality['problems']:
+        assert problem['error'] == 'SliceReadError'
+        assert 'max_pixels=100' in problem['message']
+    assert not (out_dir / 'crops').exists() or not any(
+        (out_dir / 'crops').iterdir())
+
+
+def test_max_pixels_not_in_cache_key(editable):
+    cohort_dir, out_dir, _ = editable
+    before = crop_identities(out_dir)
+
+    config = PreprocessConfig(n4_iterations=(10, 10), margin=0.1,
+                              max_pixels=10**9)
+    prepare_cohort(cohort_dir, out_dir, config, **SPLIT_ARGS)
+
+    assert crop_identities(out_dir) == before
+
+
+def test_manifest_records_n4_convergence(prepared):
+    _, out_dir, _ = prepared
+    parameters = read_json(out_dir / 'manifest.json')['preprocessing']
+    assert parameters['n4_convergence'] == pytest.approx(0.001)
 
 
 # The leakage guard of the dataset.

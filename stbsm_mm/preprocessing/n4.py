@@ -46,7 +46,7 @@ def correct_bias_field(
         mask: Optional[Union[sitk.Image, np.ndarray]] = None,
         shrink_factor: int = 4,
         iterations: Sequence[int] = (50, 50, 30, 20),
-        convergence_threshold: float = 1e-6
+        convergence_threshold: float = 1e-3
 ) -> Tuple[sitk.Image, sitk.Image]:
     """Correct the bias field of a 2-D slice with N4.
 
@@ -64,7 +64,8 @@ def correct_bias_field(
         shrink_factor: Down-sampling factor of the fit, per axis (1 = none).
         iterations: Maximum iterations per fitting level; the number of
             entries is the number of B-spline levels.
-        convergence_threshold: N4's convergence threshold.
+        convergence_threshold: N4's convergence threshold per level
+            (SimpleITK's default, 0.001).
 
     Returns:
         tuple: the corrected float32 image at full resolution and the uint8
