@@ -17,6 +17,8 @@ Example:
     python tools/cross_validate.py configs/stbsm/resnet34_stbsm.py \
         --data-root data/spider_prepared --work-dir work_dirs/cv_resnet34 \
         --cfg-options train_cfg.max_epochs=10
+    python tools/cross_validate.py configs/stbsm/resnet34_stbsm.py \
+        --data-root data/spider_prepared --pretrained resnet34_imagenet.pth
 """
 import argparse
 import json
@@ -42,6 +44,12 @@ def parse_args(argv=None):
                         'work_dirs/cv_<config name>)')
     parser.add_argument('--folds', type=int, nargs='+',
                         help='fold numbers to run (default: all)')
+    parser.add_argument('--pretrained', metavar='PATH|zoo|none',
+                        help='backbone weights every fold starts from: a '
+                        'local checkpoint, "zoo" (the config\'s '
+                        'pretrained_zoo_model, downloaded from the MMPreTrain '
+                        'model zoo), an MMPreTrain model name, or "none" '
+                        '(default: the config\'s pretrained setting)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     return parser.parse_args(argv)
@@ -55,6 +63,8 @@ def fold_config(args, fold: int) -> Config:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.data_root = args.data_root
+    if args.pretrained is not None:
+        cfg.pretrained = args.pretrained
     splits = {
         'train_dataloader': f'fold{fold}_train',
         'val_dataloader': f'fold{fold}_val',
@@ -68,6 +78,26 @@ def fold_config(args, fold: int) -> Config:
     # checkpoint is chosen on it.
     cfg.default_hooks.checkpoint.save_best = None
     return cfg
+
+
+def check_pretrained(args, fold: int):
+    """Return an error message if the pretrained setting is invalid.
+
+    A local checkpoint is passed on to each fold by its absolute path, since
+    the fold configs are written into the work dir.
+    """
+    from stbsm_mm.engine import resolve_pretrained
+
+    cfg = fold_config(args, fold)
+    try:
+        source = resolve_pretrained(cfg.get('pretrained'),
+                                    cfg.get('pretrained_zoo_model'),
+                                    cfg.model.backbone)
+    except (FileNotFoundError, ValueError) as error:
+        return str(error)
+    if source is not None and source.url is None:
+        args.pretrained = source.checkpoint
+    return None
 
 
 def run_fold(args, fold: int, work_dir: Path) -> dict:
@@ -113,6 +143,10 @@ def main(argv=None) -> int:
     if unknown:
         print(f'error: folds {unknown} do not exist; the data has folds '
               f'0..{n_folds - 1}.', file=sys.stderr)
+        return 1
+    error = check_pretrained(args, folds[0])
+    if error:
+        print(f'error: {error}', file=sys.stderr)
         return 1
     name = osp.splitext(osp.basename(args.config))[0]
     work_dir = Path(args.work_dir or osp.join('work_dirs', f'cv_{name}'))

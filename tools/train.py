@@ -3,11 +3,14 @@
 Examples:
     python tools/train.py configs/stbsm/resnet34_stbsm.py \
         --cfg-options data_root=data/spider_prepared train_cfg.max_epochs=2
+    python tools/train.py configs/stbsm/resnet34_stbsm.py --pretrained zoo \
+        --cfg-options data_root=data/spider_prepared
     bash tools/dist_train.sh configs/stbsm/resnet34_stbsm.py 2
 """
 import argparse
 import os
 import os.path as osp
+from typing import Optional
 
 from mmengine.config import Config, DictAction
 
@@ -36,6 +39,14 @@ def parse_args():
         '--no-validate',
         action='store_true',
         help='skip validation during training')
+    parser.add_argument(
+        '--pretrained',
+        metavar='PATH|zoo|none',
+        help='backbone weights to start from: a local checkpoint (a whole '
+        'classifier or a bare backbone; the head is never loaded), "zoo" '
+        'for the ImageNet weights of the config\'s pretrained_zoo_model '
+        '(downloaded from the MMPreTrain model zoo), an MMPreTrain model '
+        'name, or "none" (default: the config\'s pretrained setting)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -104,6 +115,16 @@ def check_prepared_data(cfg: Config) -> None:
                 '--cfg-options data_root=DATA_ROOT.')
 
 
+def set_pretrained(cfg: Config, request) -> Optional[dict]:
+    """Point the backbone at pretrained weights, or exit if invalid."""
+    from stbsm_mm.engine import UntrustedCheckpointError, apply_pretrained
+
+    try:
+        return apply_pretrained(cfg, request)
+    except (FileNotFoundError, ValueError, UntrustedCheckpointError) as error:
+        raise SystemExit(f'error: {error}')
+
+
 def main():
     args = parse_args()
     import stbsm_mm  # noqa: F401  (registers modules and the loader)
@@ -112,16 +133,24 @@ def main():
 
     cfg = build_config(args)
     check_prepared_data(cfg)
+    pretrained = set_pretrained(cfg, args.pretrained)
     runner = STBSMRunner.from_cfg(cfg)
     backend = cfg.env_cfg.dist_cfg.get('backend') if runner.distributed \
         else 'none'
     runner.logger.info(f'Training with {runner.world_size} process(es), '
                        f'distributed backend: {backend}.')
+    if pretrained:
+        runner.logger.info(
+            f'Pretrained backbone weights: {pretrained["checkpoint"]} '
+            f'(SHA-256 {pretrained["sha256"]}'
+            + (f', from {pretrained["url"]}' if pretrained['url'] else '')
+            + ').')
     runner.train()
     if runner.rank == 0:
         write_run_record(osp.join(cfg.work_dir, 'train_run.json'), cfg,
                          'train_dataloader',
-                         world_size=runner.world_size)
+                         world_size=runner.world_size,
+                         pretrained=pretrained)
 
 
 if __name__ == '__main__':

@@ -30,6 +30,12 @@ vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
 
 log_level = 'INFO'
+# Backbone weights to start training from: None, a local checkpoint, 'zoo'
+# (the ImageNet weights named by pretrained_zoo_model, downloaded on request)
+# or an MMPreTrain model name. tools/train.py turns it into
+# model.backbone.init_cfg (stbsm_mm.engine.apply_pretrained); only backbone
+# weights are loaded, never the head.
+pretrained = None
 load_from = None
 resume = False
 randomness = dict(seed=0, deterministic=False)

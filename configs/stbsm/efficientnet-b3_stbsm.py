@@ -8,3 +8,6 @@ _base_ = [
 # Two classes; top-5 accuracy is meaningless with two. The input stays at
 # the study's 224 px rather than EfficientNet-B3's native 300 px.
 model = dict(head=dict(num_classes=2, topk=(1, )))
+
+# MMPreTrain model whose ImageNet weights --pretrained zoo loads.
+pretrained_zoo_model = 'efficientnet-b3_3rdparty_8xb32_in1k'

@@ -25,3 +25,6 @@ optim_wrapper = dict(
             '.rel_pos_h': dict(decay_mult=0.0),
             '.rel_pos_w': dict(decay_mult=0.0)
         }))
+
+# MMPreTrain model whose ImageNet weights --pretrained zoo loads.
+pretrained_zoo_model = 'mvitv2-small_3rdparty_in1k'

@@ -7,3 +7,6 @@ _base_ = [
 
 # Two classes; top-5 accuracy is meaningless with two.
 model = dict(head=dict(num_classes=2, topk=(1, )))
+
+# MMPreTrain model whose ImageNet weights --pretrained zoo loads.
+pretrained_zoo_model = 'resnet101_8xb32_in1k'
