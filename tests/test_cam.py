@@ -230,6 +230,7 @@ def test_vis_cam_split_sheet(spider_prepared, tmp_path):
         target = data_root / sample['img_path']
         target.parent.mkdir(exist_ok=True)
         shutil.copy(spider_prepared / sample['img_path'], target)
+    shutil.copytree(spider_prepared / 'slices', data_root / 'slices')
     (data_root / 'annotations' / 'subset.json').write_text(
         json.dumps(dict(metainfo=samples['metainfo'], data_list=chosen)))
     model = explainer_for('resnet34').model
@@ -253,3 +254,21 @@ def test_vis_cam_split_sheet(spider_prepared, tmp_path):
         overlay_image = cv2.imread(str(out_dir / record['overlay']))
         assert overlay_image.shape == crop.shape
         assert len(record['box']) == 4
+        check_slice_overlay(spider_prepared, out_dir, record)
+
+
+def check_slice_overlay(data_root, out_dir, record):
+    """The map is drawn inside the ROI's box on its whole slice only."""
+    manifest = json.loads((data_root / 'manifest.json').read_text())
+    entry = next(roi for roi in manifest['rois']
+                 if roi['roi_id'] == record['roi_id'])
+    whole = cv2.imread(str(data_root / entry['slice']), cv2.IMREAD_GRAYSCALE)
+    placed = cv2.imread(str(out_dir / record['slice_overlay']))
+    assert placed.shape[:2] == whole.shape
+    x0, y0, x1, y1 = record['box']
+    outside = np.ones(whole.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    for channel in range(3):
+        assert np.array_equal(placed[..., channel][outside], whole[outside])
+    inside = placed[y0:y1, x0:x1].astype(int)
+    assert np.abs(inside[..., 0] - inside[..., 2]).max() > 0

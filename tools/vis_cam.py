@@ -8,6 +8,7 @@ Examples:
             --image data/spider_prepared/crops/100_t2_ivd3.png
 
     A split of a prepared dataset: one overlay per ROI under OUT_DIR/rois/,
+    the map placed on the ROI's whole slice under OUT_DIR/slices/,
     ``cam_<split>.json`` (scores, prediction and box of each ROI) and
     ``contact_sheet_<split>.png`` (rows: true class x correct/wrong)::
 
@@ -142,6 +143,12 @@ def explain_split(explainer, data_root: Path, split: str, out_dir: Path,
     classes = list(annotation.get('metainfo', {}).get(
         'classes', manifest.get('classes', [])))
     boxes = {roi['roi_id']: roi.get('box') for roi in manifest['rois']}
+    slices = {roi['roi_id']: roi.get('slice') for roi in manifest['rois']}
+    if not any(slices.values()):
+        logger.warning(
+            f'{manifest_path} lists no whole slices, so maps are drawn on '
+            'the crops only. Re-run tools/prepare_data.py into the same '
+            'folder to add them; unchanged crops are kept.')
     samples = annotation['data_list']
     if not samples:
         logger.error(f'Split {split} of {data_root} has no ROIs.')
@@ -155,6 +162,13 @@ def explain_split(explainer, data_root: Path, split: str, out_dir: Path,
         predicted = int(result['scores'].argmax())
         overlay_path = out_dir / 'rois' / f'{sample["roi_id"]}.png'
         _write_overlay(overlay_path, result, args.alpha)
+        slice_overlay = None
+        box = boxes.get(sample['roi_id'])
+        slice_rel = slices.get(sample['roi_id'])
+        if slice_rel and box:
+            slice_overlay = out_dir / 'slices' / f'{sample["roi_id"]}.png'
+            _write_slice_overlay(slice_overlay, data_root / slice_rel, box,
+                                 result, args.alpha)
         records.append({
             'roi_id': sample['roi_id'],
             'patient_id': sample.get('patient_id'),
@@ -165,6 +179,8 @@ def explain_split(explainer, data_root: Path, split: str, out_dir: Path,
             'scores': [float(score) for score in result['scores']],
             'box': boxes.get(sample['roi_id']),
             'overlay': overlay_path.relative_to(out_dir).as_posix(),
+            'slice_overlay': slice_overlay.relative_to(out_dir).as_posix()
+            if slice_overlay else None,
         })
     accuracy = sum(record['correct'] for record in records) / len(records)
     logger.info(f'Explained {len(records)} ROIs of split {split} '
@@ -249,6 +265,25 @@ def _write_overlay(path: Path, result: dict, alpha: float) -> None:
     from stbsm_mm.visualization import overlay
 
     rgb = overlay(result['image'], result['cam'], alpha=alpha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f'Failed to write the overlay {path}.')
+
+
+def _write_slice_overlay(path: Path, slice_path: Path, box: List[int],
+                         result: dict, alpha: float) -> None:
+    """Write the crop's map placed at its box on the whole slice."""
+    import cv2
+
+    from stbsm_mm.utils import atomic_writer
+    from stbsm_mm.visualization import place_on_slice
+
+    whole = cv2.imread(str(slice_path), cv2.IMREAD_GRAYSCALE)
+    if whole is None:
+        raise OSError(f'Failed to read the slice {slice_path}; re-run '
+                      'tools/prepare_data.py into the same folder.')
+    rgb = place_on_slice(whole, result['cam'], box, alpha=alpha)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(path) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
