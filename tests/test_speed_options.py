@@ -99,3 +99,20 @@ def test_channels_last_trains(spider_prepared, tmp_path):
     assert (work_dir / 'epoch_1.pth').is_file()
     metrics = json.loads((work_dir / 'val' / 'metrics.json').read_text())
     assert metrics['n_images'] > 0
+
+
+def test_amp_needs_plain_wrapper():
+    cfg = _config(amp='fp16')
+    cfg.optim_wrapper.type = 'ApexOptimWrapper'
+    with pytest.raises(ValueError, match='ApexOptimWrapper'):
+        apply_speed_options(cfg, cuda_available=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU error')
+def test_train_amp_on_cpu_rejected(tmp_path):
+    result = run_tool('tools/train.py', CONFIG, '--amp', 'bf16',
+                      '--work-dir', tmp_path / 'work', expect_ok=False,
+                      timeout=300)
+    assert result.returncode != 0
+    assert "amp='bf16' needs a CUDA GPU" in result.output
+    assert not list((tmp_path / 'work').glob('*.pth'))

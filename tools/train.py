@@ -33,8 +33,11 @@ def parse_args():
         'the latest checkpoint in the work dir')
     parser.add_argument(
         '--amp',
-        action='store_true',
-        help='train with automatic mixed precision (GPU)')
+        nargs='?',
+        const='fp16',
+        choices=['fp16', 'bf16'],
+        help='train with automatic mixed precision on a GPU: fp16 (the '
+        'default without a value) or bf16; sets the config\'s amp')
     parser.add_argument(
         '--no-validate',
         action='store_true',
@@ -82,12 +85,8 @@ def build_config(args) -> Config:
         cfg.resume, cfg.load_from = True, args.resume
 
     if args.amp:
-        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if optim_wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
-            raise ValueError(f'--amp needs OptimWrapper, the config has '
-                             f'{optim_wrapper}.')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        # apply_speed_options turns it into MMEngine's AmpOptimWrapper.
+        cfg.amp = args.amp
 
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None

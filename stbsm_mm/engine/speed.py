@@ -34,7 +34,8 @@ def apply_speed_options(cfg: Config,
             :func:`torch.cuda.is_available`.
 
     Raises:
-        ValueError: ``amp`` is not ``None``, ``'bf16'`` or ``'fp16'``, or it
+        ValueError: ``amp`` is not ``None``, ``'bf16'`` or ``'fp16'``, the
+            optimizer wrapper is not MMEngine's ``OptimWrapper``, or ``amp``
             is set on a machine without a CUDA device.
 
     Examples:
@@ -53,6 +54,11 @@ def apply_speed_options(cfg: Config,
             raise ValueError(
                 f'amp={amp!r} in the config is invalid; use None, '
                 f"'bf16' or 'fp16'.")
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
+            raise ValueError(
+                f'amp={amp!r} needs optim_wrapper type OptimWrapper, but the '
+                f'config has {wrapper}. Remove amp or change the wrapper.')
         if not cuda_available:
             raise ValueError(
                 f'amp={amp!r} needs a CUDA GPU, and none is available. '
