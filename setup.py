@@ -38,6 +38,10 @@ INSTALL_REQUIRES = [
     'matplotlib>=3.7',
     'opencv-python-headless>=4.8',
     'tqdm>=4.65',
+    # ONNX export and its check against PyTorch (tools/export_onnx.py).
+    'onnx>=1.16',
+    'onnxscript>=0.2',
+    'onnxruntime>=1.17',
 ]
 
 setup(
@@ -51,6 +55,9 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['stbsm_mm', 'stbsm_mm.*']),
     install_requires=INSTALL_REQUIRES,
+    entry_points={
+        'console_scripts': ['stbsm-infer = stbsm_mm.inference.cli:main'],
+    },
     extras_require={'tests': ['pytest>=7.4']},
     classifiers=[
         'Programming Language :: Python :: 3',

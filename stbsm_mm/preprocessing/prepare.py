@@ -490,16 +490,7 @@ def _process_task(task: _SliceTask, cohort_dir: Path, out_dir: Path,
         check_image_size(annotation, height, width)
 
     # Correct the bias field and normalise the intensities.
-    if config.n4:
-        image, mask = correct_bias_field(
-            image,
-            shrink_factor=config.shrink_factor,
-            iterations=config.n4_iterations,
-            convergence_threshold=config.n4_convergence)
-    else:
-        mask = foreground_mask(image)
-    image = normalize_intensity(image, mask, config.normalization,
-                                config.low_percentile, config.high_percentile)
+    image, _ = preprocess_slice(image, config)
 
     # Keep the whole normalised slice, so that Grad-CAM maps of its crops
     # can be shown in place. It is named after a ROI, never after the
@@ -542,6 +533,40 @@ def _process_task(task: _SliceTask, cohort_dir: Path, out_dir: Path,
         }
     atomic_write_json(_cache_path(out_dir, task), records)
     return records
+
+
+def preprocess_slice(image: sitk.Image,
+                     config: PreprocessConfig) -> Tuple[sitk.Image,
+                                                        sitk.Image]:
+    """Correct the bias field of a slice and normalise its intensities.
+
+    The steps of :func:`prepare_cohort` and of ``stbsm-infer`` for one
+    slice. N4 runs on one ITK thread, because its multi-threaded sums
+    depend on the thread count.
+
+    Args:
+        image: The float32 slice with its spacing.
+        config: The preprocessing parameters.
+
+    Returns:
+        tuple: the normalised uint8 slice and the foreground mask.
+    """
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        if config.n4:
+            image, mask = correct_bias_field(
+                image, shrink_factor=config.shrink_factor,
+                iterations=config.n4_iterations,
+                convergence_threshold=config.n4_convergence)
+        else:
+            mask = foreground_mask(image)
+        image = normalize_intensity(image, mask, config.normalization,
+                                    config.low_percentile,
+                                    config.high_percentile)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    return image, mask
 
 
 def _check_labelme_image_size(annotation: LabelmeAnnotation,
