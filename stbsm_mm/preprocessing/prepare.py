@@ -325,17 +325,21 @@ def _run_tasks(tasks: List[_SliceTask], cohort_dir: Path, out_dir: Path,
     logger = MMLogger.get_current_instance()
     params = config.to_dict()
     params.pop('max_pixels')
+
+    def skip(task: _SliceTask, error: Exception) -> None:
+        if strict:
+            raise error
+        problems.append(_problem(task, error, cohort_dir))
+        logger.warning(f'Skipped {len(task.rois)} ROI(s) '
+                       f'{[roi for roi, _, _ in task.rois]}: {error}')
+
     keyed = []
     for task in tasks:
         # Hashing reads the Labelme files, which may be invalid.
         try:
             task.key = _task_key(task, params, cohort_dir)
         except INPUT_ERRORS as error:
-            if strict:
-                raise
-            problems.append(_problem(task, error, cohort_dir))
-            logger.warning(f'Skipped {len(task.rois)} ROI(s) '
-                           f'{[roi for roi, _, _ in task.rois]}: {error}')
+            skip(task, error)
             continue
         keyed.append(task)
 
@@ -361,11 +365,7 @@ def _run_tasks(tasks: List[_SliceTask], cohort_dir: Path, out_dir: Path,
         try:
             records.update(run())
         except INPUT_ERRORS as error:
-            if strict:
-                raise
-            problems.append(_problem(task, error, cohort_dir))
-            logger.warning(f'Skipped {len(task.rois)} ROI(s) '
-                           f'{[roi for roi, _, _ in task.rois]}: {error}')
+            skip(task, error)
         bar.update()
 
     if workers == 1:
