@@ -170,12 +170,15 @@ def test_run_record_preprocessing(work_dir, spider_prepared):
     assert record['classes'] == manifest['classes']
 
 
-def test_moved_work_dir_loads(work_dir, tmp_path):
+def test_moved_work_dir_loads(work_dir, spider_prepared, tmp_path):
     moved = link_work_dir(work_dir, tmp_path / 'moved')
     edit_run_record(moved, data_root=str(tmp_path / 'gone'))
     model = load_trained_model(moved)
+    manifest = json.loads((spider_prepared / 'manifest.json').read_text())
+    recorded = manifest['preprocessing']
     assert model.preprocessing_source == str(moved / 'train_run.json')
-    assert model.preprocessing.shrink_factor == 4
+    assert model.preprocessing.shrink_factor == recorded['shrink_factor']
+    assert model.preprocessing.n4_convergence == recorded['n4_convergence']
     assert model.checkpoint.name.startswith('best_')
     assert resolve_checkpoint(moved / 'epoch_1.pth') == (
         moved / 'epoch_1.pth', moved)

@@ -65,8 +65,9 @@ def parse_args(argv=None):
     prep.add_argument(
         '--shrink-factor',
         type=int,
-        default=4,
-        help='down-sampling factor of the N4 fit, per axis (default: 4)')
+        default=8,
+        help='down-sampling factor of the N4 fit, per axis (default: 8, a '
+        '64 x 64 fit for a 512 x 512 slice)')
     prep.add_argument(
         '--n4-iterations',
         type=int,
@@ -78,7 +79,8 @@ def parse_args(argv=None):
         type=float,
         default=0.001,
         help='N4 convergence threshold per fitting level (default: 0.001, '
-        'SimpleITK\'s default; 1e-6 runs every iteration, about 5x slower)')
+        'SimpleITK\'s default; smaller values run more iterations, see '
+        'tools/compare_n4.py)')
     prep.add_argument(
         '--max-pixels',
         type=int,

@@ -44,7 +44,7 @@ def foreground_mask(image: sitk.Image,
 def correct_bias_field(
         image: sitk.Image,
         mask: Optional[Union[sitk.Image, np.ndarray]] = None,
-        shrink_factor: int = 4,
+        shrink_factor: int = 8,
         iterations: Sequence[int] = (50, 50, 30, 20),
         convergence_threshold: float = 1e-3
 ) -> Tuple[sitk.Image, sitk.Image]:
@@ -61,7 +61,8 @@ def correct_bias_field(
             array of the slice's size, of any type. Every non-zero pixel is
             fitted, so boolean masks, 0/255 masks and label maps all work.
             Defaults to :func:`foreground_mask`.
-        shrink_factor: Down-sampling factor of the fit, per axis (1 = none).
+        shrink_factor: Down-sampling factor of the fit, per axis (1 = none);
+            8 fits a 512 x 512 slice on 64 x 64 pixels.
         iterations: Maximum iterations per fitting level; the number of
             entries is the number of B-spline levels.
         convergence_threshold: N4's convergence threshold per level
