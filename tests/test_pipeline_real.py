@@ -261,10 +261,13 @@ def test_youden_threshold_carried_to_external(resnet34_run, spider_prepared,
     from stbsm_mm.evaluation import youden_threshold
 
     checkpoint = resnet34_run / 'epoch_1.pth'
-    run_tool('tools/test.py', 'configs/stbsm/resnet34_stbsm.py', checkpoint,
-             '--work-dir', tmp_path, '--threshold', 'youden', '--bootstrap',
-             '100', '--cfg-options', f'data_root={spider_prepared}')
+    result = run_tool('tools/test.py', 'configs/stbsm/resnet34_stbsm.py',
+                      checkpoint, '--work-dir', tmp_path, '--threshold',
+                      'youden', '--bootstrap', '100', '--cfg-options',
+                      f'data_root={spider_prepared}')
     chosen = json.loads((tmp_path / 'val' / 'threshold.json').read_text())
+    assert (f'Youden threshold on split val: {chosen["threshold"]:.6g}'
+            in result.output)
     assert chosen['method'] == 'youden'
     assert chosen['split'] == 'val'
     assert chosen['positive_class'] == 'modic'

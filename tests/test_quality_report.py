@@ -1,4 +1,5 @@
 """One bad slice is skipped and reported, unless strict mode is asked."""
+import csv
 import json
 
 import pytest
@@ -83,3 +84,40 @@ def test_cli_strict_exit_status(cohort_with_bad_outline, tmp_path):
                       '--folds', '0', '--val-fraction', '0.5',
                       '--no-progress')
     assert 'Skipped 1 ROI(s)' in result.output
+
+
+def test_patient_coverage_unit():
+    from stbsm_mm.cohort import check_patient_class_coverage
+
+    warnings = check_patient_class_coverage(
+        {'train': ['SM'], 'val': ['SM', 'SM'], 'external': ['STB', 'SM']},
+        {'train': ['SM'], 'val': ['STB', 'SM'], 'external': ['STB', 'SM']},
+        ['STB', 'SM'])
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "split 'val' has ROIs of class 'STB' but no patient labelled 'STB'")
+    assert 'patients: SM 2' in warnings[0]
+
+
+def test_patient_coverage_skips_absent_class():
+    from stbsm_mm.cohort import check_patient_class_coverage
+
+    # No ROI of STB at all: check_class_coverage reports that instead.
+    warnings = check_patient_class_coverage(
+        {'val': ['SM']}, {'val': ['SM']}, ['STB', 'SM'])
+    assert warnings == []
+
+
+def test_real_cohort_val_patients_one_class(spider_prepared):
+    # The demo cohort's two validation patients are both labelled
+    # no_modic, although three of their ROIs show a Modic change.
+    quality = json.loads((spider_prepared / 'quality.json').read_text())
+    patients = {}
+    with open(spider_prepared / 'splits' / 'patients.csv') as file:
+        for row in csv.DictReader(file):
+            patients.setdefault(row['split'], []).append(row['label'])
+    assert set(patients['val']) == {'no_modic'}
+    assert any(
+        warning.startswith("split 'val' has ROIs of class 'modic' but no "
+                           "patient labelled 'modic'")
+        for warning in quality['split_warnings'])

@@ -5,6 +5,7 @@ Every expected value is worked out by hand in a comment beside the case.
 import doctest
 import importlib.util
 import json
+import logging
 import sys
 
 import numpy as np
@@ -327,3 +328,46 @@ def test_module_examples():
         result = doctest.testmod(module)
         assert result.failed == 0, module.__name__
         assert result.attempted > 0, module.__name__
+
+
+@pytest.mark.parametrize('sensitivity, specificity, warned', [
+    (1.0, 0.0, True),
+    (0.4, 0.5, True),
+    (0.8, 0.7, False),
+])
+def test_youden_log_warns_uninformative(sensitivity, specificity, warned):
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_instance('youden_log_test')
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(
+        (record.levelno, record.getMessage()))
+    logger.addHandler(handler)
+    try:
+        load_test_tool().log_youden_threshold(
+            0.25, dict(sensitivity=sensitivity, specificity=specificity,
+                       auc=0.4), 'val')
+    finally:
+        logger.removeHandler(handler)
+
+    infos = [text for level, text in messages if level == logging.INFO]
+    warnings = [text for level, text in messages if level == logging.WARNING]
+    assert any('Youden threshold on split val: 0.25' in t for t in infos)
+    assert bool(warnings) is warned
+    if warned:
+        assert 'not informative' in warnings[0]
+
+
+def test_summary_markdown_lists_npv(tmp_path):
+    # Threshold 0.5 on STB scores: r1 and r2 are called STB (both STB),
+    # r3 and r4 are called SM (both SM), so NPV = TN / (TN + FN) = 2 / 2.
+    rows = [row('r1', 'p1', 0, 0.9), row('r2', 'p1', 0, 0.5),
+            row('r3', 'p2', 1, 0.2), row('r4', 'p3', 1, 0.4)]
+    path = write_predictions_csv(tmp_path / 'predictions.csv', rows)
+    summary = summarize_predictions(path, CLASSES, 'STB', n_resamples=50)
+
+    lines = summary_markdown(summary).splitlines()
+    npv = [line for line in lines if line.startswith('| npv |')]
+    assert len(npv) == 1
+    assert npv[0].startswith('| npv | 100.0 (')

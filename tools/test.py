@@ -166,6 +166,24 @@ def set_evaluator_threshold(cfg: Config, threshold: float) -> None:
         metric['threshold'] = threshold
 
 
+def log_youden_threshold(threshold: float, figures: dict, split: str) -> None:
+    """Log the chosen threshold, and warn when it separates nothing."""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    sensitivity, specificity = figures['sensitivity'], figures['specificity']
+    youden_j = sensitivity + specificity - 1
+    logger.info(f'Youden threshold on split {split}: {threshold:.6g} '
+                f'(sensitivity {sensitivity:.3f}, specificity '
+                f'{specificity:.3f}, J {youden_j:.3f}).')
+    if youden_j <= 0:
+        logger.warning(
+            f'On split {split} no threshold does better than chance (the '
+            f'largest Youden J is {youden_j:.3f}, AUC {figures["auc"]}), so '
+            f'the threshold {threshold:.6g} is not informative. Check the '
+            'model and the split before applying it to other data.')
+
+
 def choose_youden_threshold(output_dir: str, cfg: Config, args, split: str,
                             metrics):
     """Pick the Youden threshold, rewrite the outputs at it and record it.
@@ -192,6 +210,7 @@ def choose_youden_threshold(output_dir: str, cfg: Config, args, split: str,
                          f'{split}: {error}')
 
     figures = apply_threshold(output_dir, threshold)
+    log_youden_threshold(threshold, figures, split)
     write_threshold_json(
         osp.join(output_dir, 'threshold.json'), threshold,
         split=split,

@@ -190,6 +190,52 @@ def check_class_coverage(labels_by_split: Mapping[str, Iterable[str]],
     return warnings
 
 
+def check_patient_class_coverage(
+        patient_labels_by_split: Mapping[str, Iterable[str]],
+        roi_labels_by_split: Mapping[str, Iterable[str]],
+        classes: Sequence[str]) -> List[str]:
+    """Warn about evaluation splits whose patients all share a label.
+
+    A patient's label is its diagnosis, or its most frequent ROI label. An
+    evaluation split (``val``, ``external``, ``fold<k>_val``) can hold ROIs
+    of a class without any patient of that class, and then its
+    patient-level AUC and the sensitivity or specificity that needs the
+    class are undefined. Classes with no ROI in the split are left to
+    :func:`check_class_coverage`.
+
+    Args:
+        patient_labels_by_split: The label of each patient, by split name.
+        roi_labels_by_split: The label of each ROI, by split name.
+        classes: All class names.
+
+    Returns:
+        list: one warning per evaluation split and missing class.
+
+    Examples:
+        >>> check_patient_class_coverage(
+        ...     {'val': ['SM', 'SM']}, {'val': ['STB', 'SM', 'SM']},
+        ...     ['STB', 'SM'])[0].split(';')[0]
+        "split 'val' has ROIs of class 'STB' but no patient labelled 'STB'"
+    """
+    warnings = []
+    for name, labels in patient_labels_by_split.items():
+        if name == TRAIN or name.endswith('_train'):
+            continue
+        patients = Counter(labels)
+        rois = Counter(roi_labels_by_split.get(name, ()))
+        for label in classes:
+            if rois[label] and not patients[label]:
+                found = ', '.join(f'{other} {patients[other]}'
+                                  for other in classes if patients[other])
+                warnings.append(
+                    f'split {name!r} has ROIs of class {label!r} but no '
+                    f'patient labelled {label!r}; patients: {found}. Its '
+                    'patient-level AUC and the sensitivity or specificity '
+                    'that needs this class are undefined. Change --seed or '
+                    '--val-fraction, or add patients of that class.')
+    return warnings
+
+
 def _stratified_group_folds(cohort: Cohort, patient_ids: List[str],
                             n_splits: int, seed: int,
                             purpose: str) -> Dict[str, int]:

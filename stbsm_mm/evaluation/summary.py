@@ -16,8 +16,9 @@ from .patient_level import figures_with_intervals, patient_level_figures
 
 PathLike = Union[str, Path]
 
-TABLE_FIGURES = ('accuracy', 'precision', 'sensitivity', 'specificity', 'f1',
-                 'auc', 'macro_precision', 'macro_sensitivity', 'macro_f1')
+TABLE_FIGURES = ('accuracy', 'precision', 'sensitivity', 'specificity', 'npv',
+                 'f1', 'auc', 'macro_precision', 'macro_sensitivity',
+                 'macro_f1')
 
 
 def read_patient_labels(data_root: PathLike) -> Optional[Dict[str, str]]:

@@ -44,7 +44,8 @@ from mmengine.logging import MMLogger
 from tqdm import tqdm
 
 from ..cohort.splits import (EXTERNAL, SPLITS, PatientSplit,
-                             check_class_coverage, split_patients)
+                             check_class_coverage,
+                             check_patient_class_coverage, split_patients)
 from ..cohort.table import (Cohort, CohortError, Roi, TableProblem,
                             load_cohort)
 from ..io.image import DEFAULT_MAX_PIXELS, SliceReadError, read_slice
@@ -234,6 +235,9 @@ def prepare_cohort(cohort_dir: PathLike,
         report.split_warnings = [str(error)]
         report.write(len(records))
         raise
+    report.split_warnings += check_patient_class_coverage(
+        _patient_labels_by_split(cohort, samples, split.n_folds),
+        _labels_by_split(samples, split.n_folds), cohort.classes)
     for warning in report.split_warnings:
         logger.warning(warning)
 
@@ -640,6 +644,21 @@ def _labels_by_split(samples: List[dict],
         labels[f'fold{fold}_val'] = [s['label'] for s in samples
                                      if s['fold'] == fold]
     return labels
+
+
+def _patient_labels_by_split(cohort: Cohort, samples: List[dict],
+                             n_folds: int) -> Dict[str, List[str]]:
+    """Return the labels of the patients of each split and fold file."""
+    def labels(selected) -> List[str]:
+        patients = sorted({s['patient_id'] for s in selected})
+        return [cohort.patient_label(patient) for patient in patients]
+
+    by_split = {name: labels([s for s in samples if s['split'] == name])
+                for name in SPLITS}
+    for fold in range(n_folds):
+        by_split[f'fold{fold}_val'] = labels(
+            [s for s in samples if s['fold'] == fold])
+    return by_split
 
 
 def _write_outputs(cohort: Cohort, split: PatientSplit,
