@@ -272,6 +272,8 @@ def partial_report(tested_runs, tmp_path_factory):
         'models': [{'name': 'model_a', 'pred_dir': str(model_a / 'external'),
                     'threshold': 0.5}],
         'mcnemar': [{'model': 'model_a', 'reader': 'radiologist 1', 'n': 29,
+                     'model_correct_reader_wrong': 1,
+                     'model_wrong_reader_correct': 6,
                      'statistic': 3.0, 'p_value': 0.0123,
                      'method': 'exact binomial'}],
     }
@@ -326,7 +328,7 @@ def test_partial_threshold_and_readers(partial_report):
     assert markdown_rows(text, 'radiologist 1') == [
         '| radiologist 1 | 29 | 75.0 (55.0-85.0) | 80.0 (60.0-90.0) | '
         '65.0 (45.0-75.0) |']
-    assert '| model_a | radiologist 1 | 29 | 3.000 | 0.012 |' in text
+    assert '| model_a | radiologist 1 | 29 | 1 | 6 | 3.000 | 0.012 |' in text
     svg = (out_dir / 'figures' / 'roc_external.svg').read_text()
     assert 'radiologist 1' in svg
     assert 'radiologist 1' not in (out_dir / 'figures' /

@@ -460,10 +460,14 @@ def _test_blocks(model_tests: List[dict],
     if mcnemar:
         blocks += [
             {'type': 'table',
-             'headers': ['model', 'reader', 'n', 'statistic', 'p',
+             'headers': ['model', 'reader', 'n', 'model right, reader wrong',
+                         'model wrong, reader right', 'statistic', 'p',
                          'method'],
              'rows': [[str(test.get('model')), str(test.get('reader')),
-                       str(test.get('n')), _number(test.get('statistic'), 3),
+                       str(test.get('n')),
+                       str(test.get('model_correct_reader_wrong')),
+                       str(test.get('model_wrong_reader_correct')),
+                       _number(test.get('statistic'), 3),
                        _p_value(test.get('p_value')),
                        str(test.get('method'))] for test in mcnemar]},
             _paragraph('McNemar (1947) tests of paired correctness, model '

@@ -29,8 +29,9 @@ h1 { border-bottom: 3px solid #2a5d9f; padding-bottom: 0.2em; }
 h2 { color: #2a5d9f; border-bottom: 1px solid #c8d3e0; margin-top: 2em; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
 th, td { border: 1px solid #b8c2cc; padding: 0.3em 0.6em; text-align: left;
-         overflow-wrap: anywhere; }
-th { background: #e3ecf7; }
+         overflow-wrap: break-word; }
+th { background: #e3ecf7; hyphens: none; }
+td code { overflow-wrap: anywhere; }
 tr:nth-child(even) td { background: #f5f8fb; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; border: 1px solid #d0d7de; }
