@@ -116,3 +116,28 @@ def test_train_amp_on_cpu_rejected(tmp_path):
     assert result.returncode != 0
     assert "amp='bf16' needs a CUDA GPU" in result.output
     assert not list((tmp_path / 'work').glob('*.pth'))
+
+
+def test_auto_workers_on_cuda(monkeypatch):
+    monkeypatch.setattr('os.cpu_count', lambda: 16)
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '1')
+    cfg = _config()
+    apply_speed_options(cfg, cuda_available=True)
+    assert cfg.train_dataloader.num_workers == 8
+
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '4')
+    cfg = _config()
+    apply_speed_options(cfg, cuda_available=True)
+    assert cfg.train_dataloader.num_workers == 4
+
+
+def test_auto_workers_keeps_cpu_and_opt_out(monkeypatch):
+    monkeypatch.setattr('os.cpu_count', lambda: 16)
+    cfg = _config()
+    configured = cfg.train_dataloader.num_workers
+    apply_speed_options(cfg, cuda_available=False)
+    assert cfg.train_dataloader.num_workers == configured
+
+    cfg = _config(auto_workers=False)
+    apply_speed_options(cfg, cuda_available=True)
+    assert cfg.train_dataloader.num_workers == configured

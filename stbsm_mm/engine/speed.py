@@ -13,7 +13,13 @@ Three top-level config variables, all off on the CPU by default:
 * ``pin_memory``: ``True``, ``False`` or ``None`` (the default) for "when a
   CUDA device is present". Dataloaders that set ``pin_memory`` themselves
   keep their value.
+* ``auto_workers``: ``True`` (the default) raises the training
+  dataloader's ``num_workers`` on a CUDA machine to the CPU cores per
+  process, at most 8, because a GPU trains faster than two workers can
+  augment crops. CPU runs keep the config's value, as the workers and the
+  model share the cores there.
 """
+import os
 from typing import Optional
 
 import torch
@@ -21,12 +27,13 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
+MAX_AUTO_WORKERS = 8
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
 def apply_speed_options(cfg: Config,
                         cuda_available: Optional[bool] = None) -> None:
-    """Turn ``amp`` and ``pin_memory`` into optimizer and dataloader settings.
+    """Turn ``amp``, ``pin_memory`` and ``auto_workers`` into run settings.
 
     Args:
         cfg: The run's config; changed in place.
@@ -73,6 +80,15 @@ def apply_speed_options(cfg: Config,
         loader = cfg.get(name)
         if loader and 'pin_memory' not in loader:
             loader['pin_memory'] = bool(pin_memory)
+
+    loader = cfg.get('train_dataloader')
+    if cuda_available and cfg.get('auto_workers', True) and loader:
+        per_process = (os.cpu_count() or 1) // int(
+            os.environ.get('LOCAL_WORLD_SIZE', 1))
+        workers = min(MAX_AUTO_WORKERS, max(1, per_process))
+        if workers > loader.get('num_workers', 0):
+            loader['num_workers'] = workers
+            loader.setdefault('persistent_workers', True)
 
     if amp is not None or cfg.get('channels_last'):
         MMLogger.get_current_instance().info(
