@@ -16,6 +16,7 @@ from conftest import run_tool
 from stbsm_mm.io import lesion_box, load_labelme
 from stbsm_mm.visualization import (CAMExplainer, TokenGridTracker, overlay,
                                     place_on_slice, resolve_layer)
+from stbsm_mm.visualization.cam import to_square_pixels
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs' / 'stbsm'
 BACKBONES = ['resnet34', 'resnet101', 'efficientnet-b3', 'mvitv2']
@@ -214,18 +215,60 @@ def test_place_on_slice_box(real_crop):
         place_on_slice(slice_image, cam, (0, 0, 10_000, 10))
 
 
+def test_square_pixels_resize():
+    image = np.zeros((40, 30, 3), np.uint8)
+    image[10:20, 5:15] = 255
+
+    wide = to_square_pixels(image, (0.6, 0.3))
+    tall = to_square_pixels(image[..., 0], (0.25, 0.5))
+
+    assert wide.shape == (40, 60, 3)
+    assert tall.shape == (80, 30)
+    assert wide[15, 20].tolist() == [255, 255, 255]
+    assert wide[15, 35].tolist() == [0, 0, 0]
+    assert to_square_pixels(image, (0.7, 0.7)) is image
+    with pytest.raises(ValueError, match='spacing'):
+        to_square_pixels(image, (0.5, 0.0))
+
+
+def test_contact_sheet_row_label():
+    vis_cam = load_vis_cam()
+
+    assert vis_cam.row_label('SM', False, 8, 20) == 'SM\nwrong (8 of 20 shown)'
+    assert vis_cam.row_label('STB', True, 3, 3) == 'STB\ncorrect (3)'
+
+
+def load_vis_cam():
+    """Import tools/vis_cam.py as a module."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / 'tools' / 'vis_cam.py'
+    spec = importlib.util.spec_from_file_location('vis_cam_tool', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def is_square(spacing) -> bool:
+    return abs(spacing[0] - spacing[1]) <= 1e-6 * spacing[0]
+
+
 def test_vis_cam_split_sheet(spider_prepared, tmp_path):
-    # A two-ROI split (one per class) of the prepared real cohort keeps
-    # the run short, and the tool reads any annotations/<split>.json.
+    # A two-ROI split (one per class, one slice with non-square pixels and
+    # one with square pixels) of the prepared real cohort keeps the run
+    # short, and the tool reads any annotations/<split>.json.
     data_root = tmp_path / 'prepared'
     (data_root / 'annotations').mkdir(parents=True)
     shutil.copy(spider_prepared / 'manifest.json', data_root)
+    manifest = json.loads((spider_prepared / 'manifest.json').read_text())
+    spacings = {roi['roi_id']: roi['source_spacing']
+                for roi in manifest['rois']}
     samples = json.loads(
         (spider_prepared / 'annotations' / 'all.json').read_text())
     chosen = []
-    for label in (0, 1):
-        chosen += [s for s in samples['data_list']
-                   if s['gt_label'] == label][:1]
+    for label, square in ((0, False), (1, True)):
+        chosen += [s for s in samples['data_list'] if s['gt_label'] == label
+                   and is_square(spacings[s['roi_id']]) == square][:1]
+    assert len(chosen) == 2
     for sample in chosen:
         target = data_root / sample['img_path']
         target.parent.mkdir(exist_ok=True)
@@ -240,7 +283,7 @@ def test_vis_cam_split_sheet(spider_prepared, tmp_path):
 
     run_tool('tools/vis_cam.py', CONFIGS / 'resnet34_stbsm.py', checkpoint,
              '--split', 'subset', '--data-root', data_root, '--out-dir',
-             out_dir, '--max-columns', '1')
+             out_dir, '--max-columns', '1', '--threshold', '0.0')
 
     sheet = cv2.imread(str(out_dir / 'contact_sheet_subset.png'))
     assert sheet is not None
@@ -249,21 +292,100 @@ def test_vis_cam_split_sheet(spider_prepared, tmp_path):
     assert [r['roi_id'] for r in results['rois']] == [
         s['roi_id'] for s in chosen]
     assert results['target_layer'] == 'backbone.layer4.2'
+    assert results['threshold'] == 0.0
+    assert results['positive_class'] == results['classes'][0]
     for record, sample in zip(results['rois'], chosen):
         crop = cv2.imread(str(data_root / sample['img_path']))
         overlay_image = cv2.imread(str(out_dir / record['overlay']))
         assert overlay_image.shape == crop.shape
         assert len(record['box']) == 4
+        assert record['pred_label'] == 0
+        assert record['correct'] == (record['gt_label'] == 0)
         check_slice_overlay(spider_prepared, out_dir, record)
 
 
+def test_vis_cam_threshold_file(spider_prepared, tmp_path):
+    # Threshold 0 calls every ROI positive, so a threshold file that puts
+    # the threshold just above every score of its positive class calls
+    # none positive.
+    data_root = tmp_path / 'prepared'
+    (data_root / 'annotations').mkdir(parents=True)
+    shutil.copy(spider_prepared / 'manifest.json', data_root)
+    samples = json.loads(
+        (spider_prepared / 'annotations' / 'all.json').read_text())
+    chosen = [s for s in samples['data_list'] if s['gt_label'] == 0][:2]
+    for sample in chosen:
+        target = data_root / sample['img_path']
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy(spider_prepared / sample['img_path'], target)
+    shutil.copytree(spider_prepared / 'slices', data_root / 'slices')
+    (data_root / 'annotations' / 'two.json').write_text(
+        json.dumps(dict(metainfo=samples['metainfo'], data_list=chosen)))
+    model = explainer_for('resnet34').model
+    checkpoint = tmp_path / 'random.pth'
+    torch.save({'state_dict': model.state_dict()}, checkpoint)
+    classes = samples['metainfo']['classes']
+    threshold_file = tmp_path / 'threshold.json'
+
+    def run(threshold):
+        threshold_file.write_text(json.dumps(dict(
+            threshold=threshold, method='youden', split='val',
+            positive_class=classes[0], n_images=2,
+            checkpoint_sha256='0' * 64)))
+        out_dir = tmp_path / f'cam_{threshold}'
+        run_tool('tools/vis_cam.py', CONFIGS / 'resnet34_stbsm.py',
+                 checkpoint, '--split', 'two', '--data-root', data_root,
+                 '--out-dir', out_dir, '--threshold-file', threshold_file)
+        return json.loads((out_dir / 'cam_two.json').read_text())
+
+    everything = run(0.0)
+    highest = max(record['scores'][0] for record in everything['rois'])
+    above = highest + (1.0 - highest) / 2
+    nothing = run(above)
+
+    assert everything['positive_class'] == classes[0]
+    assert [r['pred_label'] for r in everything['rois']] == [0, 0]
+    assert above > highest
+    assert nothing['threshold'] == pytest.approx(above)
+    assert [r['pred_label'] for r in nothing['rois']] == [1, 1]
+    assert [r['correct'] for r in nothing['rois']] == [False, False]
+
+
 def check_slice_overlay(data_root, out_dir, record):
-    """The map is drawn inside the ROI's box on its whole slice only."""
+    """The map is drawn inside the ROI's box on its whole slice only.
+
+    A slice with non-square pixels is shown resized to square pixels, so
+    its overlay has the slice's physical aspect ratio.
+    """
     manifest = json.loads((data_root / 'manifest.json').read_text())
     entry = next(roi for roi in manifest['rois']
                  if roi['roi_id'] == record['roi_id'])
     whole = cv2.imread(str(data_root / entry['slice']), cv2.IMREAD_GRAYSCALE)
     placed = cv2.imread(str(out_dir / record['slice_overlay']))
+    spacing_x, spacing_y = entry['source_spacing']
+    if not is_square(entry['source_spacing']):
+        height, width = whole.shape
+        aspect = (width * spacing_x) / (height * spacing_y)
+        assert placed.shape[:2] != whole.shape
+        assert max(placed.shape[:2]) >= max(whole.shape)
+        assert abs(placed.shape[1] - placed.shape[0] * aspect) <= 1.0
+        # Away from the scaled box, the overlay is the resized slice.
+        expected = to_square_pixels(whole, entry['source_spacing'])
+        assert expected.shape == placed.shape[:2]
+        scale_x = placed.shape[1] / width
+        scale_y = placed.shape[0] / height
+        x0, y0, x1, y1 = record['box']
+        x0, x1 = int(x0 * scale_x) - 2, int(x1 * scale_x) + 3
+        y0, y1 = int(y0 * scale_y) - 2, int(y1 * scale_y) + 3
+        outside = np.ones(expected.shape, bool)
+        outside[max(0, y0):y1, max(0, x0):x1] = False
+        for channel in range(3):
+            assert np.array_equal(placed[..., channel][outside],
+                                  expected[outside])
+        inside = placed[max(0, y0):y1, max(0, x0):x1].astype(int)
+        assert np.abs(inside[..., 0] - inside[..., 2]).max() > 0
+        return
+
     assert placed.shape[:2] == whole.shape
     x0, y0, x1, y1 = record['box']
     outside = np.ones(whole.shape, bool)

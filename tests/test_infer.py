@@ -25,8 +25,9 @@ import SimpleITK as sitk
 
 from conftest import REPO_ROOT, run_tool
 from stbsm_mm.inference import (InferenceError, RESEARCH_NOTICE,
-                                load_roi_inputs, load_trained_model,
-                                prepare_patient_slice, resolve_checkpoint)
+                                build_summary, load_roi_inputs,
+                                load_trained_model, prepare_patient_slice,
+                                resolve_checkpoint, write_outputs)
 from stbsm_mm.inference.cli import main as infer_main
 
 STBSM_INFER = REPO_ROOT / '.venv' / 'bin' / 'stbsm-infer'
@@ -372,7 +373,7 @@ def test_mismatched_preprocessing_fails(work_dir, demo_cohort, tmp_path):
 
 @pytest.mark.parametrize('case', [
     'missing_model', 'unreadable', 'outside', 'no_spacing',
-    'no_preprocessing', 'out_dir'])
+    'no_preprocessing', 'out_dir', 'labelme_size'])
 def test_invalid_input_fails(case, work_dir, demo_cohort, tmp_path):
     image = demo_cohort / 'images' / f'{PATIENT}_t2.nii.gz'
     model = work_dir
@@ -396,15 +397,29 @@ def test_invalid_input_fails(case, work_dir, demo_cohort, tmp_path):
         edit_run_record(model, preprocessing=None,
                         data_root=str(tmp_path / 'gone'))
         expected = 'no recorded preprocessing'
+    elif case == 'labelme_size':
+        rows = patient_rows(demo_cohort)
+        labelme = json.loads(
+            (demo_cohort / rows[ROIS[0]]['annotation']).read_text())
+        labelme['imageHeight'] += 10
+        roi = tmp_path / 'resized.json'
+        roi.write_text(json.dumps(labelme))
+        expected = 'drawn on this slice'
     else:
         out_dir.mkdir()
         (out_dir / 'notes.txt').write_text('keep')
         expected = 'already contains files'
 
+    roi_arguments = ['--box', box]
+    if case == 'labelme_size':
+        roi_arguments = ['--roi', str(roi)]
     with pytest.raises(SystemExit) as error:
-        infer_main([str(image), '--box', box, '--model', str(model),
+        infer_main([str(image), *roi_arguments, '--model', str(model),
                     '--out-dir', str(out_dir)])
     message = str(error.value.code)
+    if case == 'labelme_size':
+        assert '--slice-index' in message
+        assert 'rois.csv' not in message
     assert message.startswith('error: ')
     assert expected in message
     assert case == 'out_dir' or not out_dir.exists()
@@ -447,3 +462,84 @@ def test_threshold_file_invalid(tmp_path):
         read_threshold_file(path)
     with pytest.raises(InferenceError, match='file not found'):
         read_threshold_file(tmp_path / 'missing.json')
+
+
+def test_slice_images_square_pixels(runs):
+    # Patient 100's pixels are 0.631 mm wide and 0.388 mm tall, so the
+    # 492 x 797 slice is shown about 800 pixels wide.
+    out_dir = runs['root'] / 'dicom'
+    summary = runs['dicom']
+    width, height = summary['input']['size']
+    row = summary['input']['spacing_mm']['row']
+    col = summary['input']['spacing_mm']['col']
+    aspect = (width * col) / (height * row)
+    model = summary['models'][0]['name']
+    paths = [out_dir / 'slice_rois.png',
+             out_dir / summary['rois'][0]['models'][model]['cam_on_slice']]
+    for path in paths:
+        image = cv2.imread(str(path))
+        assert image.shape[0] == height, path.name
+        assert image.shape[1] > width, path.name
+        assert abs(image.shape[1] - image.shape[0] * aspect) <= 1.0, path.name
+
+
+def test_summary_cam_all_zero_flag(runs):
+    for roi in runs['dicom']['rois']:
+        for entry in roi['models'].values():
+            assert isinstance(entry['cam_all_zero'], bool)
+
+
+def fake_result(threshold, positive_probability, cam_all_zero):
+    """A hand-made one-ROI, one-model result on a small slice."""
+    from stbsm_mm.inference import (PatientPrediction, PreparedRoi,
+                                    PreparedSlice)
+    from stbsm_mm.inference.predict import ModelOutput
+
+    crop = np.full((20, 10), 90, np.uint8)
+    rgb = np.zeros((20, 10, 3), np.uint8)
+    prepared = PreparedSlice(image=np.full((40, 30), 60, np.uint8),
+                             spacing=(0.5, 0.5), spacing_source='header')
+    prepared.rois.append(PreparedRoi(name='roi1', kind='box',
+                                     box=(5, 5, 15, 25), crop=crop,
+                                     crop_spacing=(0.5, 0.5)))
+    probabilities = np.array([positive_probability,
+                              1.0 - positive_probability])
+    predicted = 0 if positive_probability >= threshold else 1
+    prediction = PatientPrediction(classes=('STB', 'SM'), positive_index=0,
+                                   thresholds={'net': threshold},
+                                   ensemble_threshold=threshold)
+    prediction.outputs['roi1'] = {'net': ModelOutput(
+        probabilities=probabilities, predicted_index=predicted,
+        cam_index=predicted, crop_overlay=rgb,
+        slice_overlay=np.zeros((40, 30, 3), np.uint8),
+        cam_all_zero=cam_all_zero)}
+    models = [dict(name='net', threshold=threshold,
+                   checkpoint_sha256='ab' * 32)]
+    summary = build_summary(prediction, prepared, models, 'case-1',
+                            {'format': 'png'}, {})
+    return summary, prediction, prepared
+
+
+@pytest.mark.parametrize('cam_all_zero', [True, False])
+def test_html_cam_all_zero_note(cam_all_zero, tmp_path):
+    from stbsm_mm.inference.report import CAM_ALL_ZERO_NOTE
+
+    summary, prediction, prepared = fake_result(0.5, 0.7, cam_all_zero)
+    write_outputs(tmp_path / 'out', summary, prediction, prepared)
+
+    page = (tmp_path / 'out' / 'report.html').read_text()
+    written = json.loads((tmp_path / 'out' / 'summary.json').read_text())
+    entry = written['rois'][0]['models']['net']
+    assert entry['cam_all_zero'] is cam_all_zero
+    assert (CAM_ALL_ZERO_NOTE in page) is cam_all_zero
+
+
+def test_html_small_probability(tmp_path):
+    summary, prediction, prepared = fake_result(2.26e-7, 2.04e-7, False)
+    write_outputs(tmp_path / 'out', summary, prediction, prepared)
+
+    page = (tmp_path / 'out' / 'report.html').read_text()
+    assert '<td>2.04e-07</td>' in page
+    assert '<td>0.000</td>' not in page
+    assert 'SM (P(STB) &lt; 2.26e-07)' in page
+    assert summary['rois'][0]['models']['net']['predicted_class'] == 'SM'

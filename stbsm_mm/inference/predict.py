@@ -23,13 +23,19 @@ from .preprocess import PreparedSlice
 
 @dataclass
 class ModelOutput:
-    """One model's result on one ROI."""
+    """One model's result on one ROI.
+
+    ``slice_overlay`` is resized to square pixels. ``cam_all_zero`` is true
+    when the Grad-CAM map is zero everywhere, so the overlays show no
+    region.
+    """
 
     probabilities: np.ndarray
     predicted_index: int
     cam_index: int
     crop_overlay: np.ndarray
     slice_overlay: np.ndarray
+    cam_all_zero: bool = False
 
 
 @dataclass
@@ -111,7 +117,8 @@ def predict_patient(models: Sequence[TrainedModel],
         >>> prediction.patient_mean()  # doctest: +SKIP
         array([0.62, 0.38])
     """
-    from ..visualization.cam import CAMExplainer, overlay, place_on_slice
+    from ..visualization.cam import (CAMExplainer, overlay, place_on_slice,
+                                     to_square_pixels)
 
     logger = MMLogger.get_current_instance()
     prediction: Optional[PatientPrediction] = None
@@ -154,8 +161,11 @@ def predict_patient(models: Sequence[TrainedModel],
                         predicted_index=predicted,
                         cam_index=int(result['target_class']),
                         crop_overlay=overlay(roi.crop, result['cam'], alpha),
-                        slice_overlay=place_on_slice(
-                            prepared.image, result['cam'], roi.box, alpha)))
+                        slice_overlay=to_square_pixels(
+                            place_on_slice(prepared.image, result['cam'],
+                                           roi.box, alpha),
+                            prepared.spacing),
+                        cam_all_zero=bool(float(result['cam'].max()) <= 0.0)))
         finally:
             explainer.close()
     return prediction
@@ -232,6 +242,7 @@ def roi_summaries(prediction: PatientPrediction) -> List[dict]:
             entry = _entry(prediction, output.probabilities,
                            prediction.thresholds[name])
             entry['cam_class'] = prediction.classes[output.cam_index]
+            entry['cam_all_zero'] = output.cam_all_zero
             models[name] = entry
         rois.append({
             'roi': roi,

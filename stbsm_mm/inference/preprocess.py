@@ -17,8 +17,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..io.image import DEFAULT_MAX_PIXELS, read_slice
-from ..io.labelme import (Box, LabelmeAnnotation, check_image_size,
-                          expand_box, lesion_box, load_labelme)
+from ..io.labelme import (Box, LabelmeAnnotation, LabelmeError,
+                          check_image_size, expand_box, lesion_box,
+                          load_labelme)
 from ..preprocessing.crop import crop_lesion
 from ..preprocessing.prepare import PreprocessConfig, preprocess_slice
 from ..utils.fileio import sha256_of_file
@@ -345,6 +346,31 @@ def read_patient_slice(path: PathLike,
     return image, 'header'
 
 
+def check_drawn_on_slice(annotation: LabelmeAnnotation, height: int,
+                         width: int) -> None:
+    """Reject a Labelme file whose image size differs from the slice's.
+
+    The size check is the one ``tools/prepare_data.py`` runs, with a
+    message that names the options of ``stbsm-infer`` instead of
+    ``rois.csv``.
+
+    Raises:
+        InferenceError: ``imageHeight`` or ``imageWidth`` differs from the
+            slice's number of rows or columns.
+    """
+    try:
+        check_image_size(annotation, height, width)
+    except LabelmeError as error:
+        raise InferenceError(
+            f'{annotation.path}: imageHeight x imageWidth is '
+            f'{annotation.image_height}x{annotation.image_width} but the '
+            f'slice is {height}x{width} (rows x columns), so the outline was '
+            'drawn on another image or on a resized copy. Check that the '
+            'Labelme file was drawn on this slice, and for a volume or a '
+            'multi-slice series that --slice-index or --instance-number '
+            'selects that slice.') from error
+
+
 def roi_box(roi: RoiInput, config: PreprocessConfig, height: int,
             width: int) -> Box:
     """Return the crop box of a ROI on a ``height`` x ``width`` slice.
@@ -353,7 +379,7 @@ def roi_box(roi: RoiInput, config: PreprocessConfig, height: int,
     and margin. A rectangle gets the same margin.
     """
     if roi.annotation is not None:
-        check_image_size(roi.annotation, height, width)
+        check_drawn_on_slice(roi.annotation, height, width)
         return lesion_box(roi.annotation, height, width,
                           config.lesion_labels, config.crop_mode,
                           config.margin)

@@ -11,6 +11,10 @@ Output layout::
       cam/<roi>__<model>.png       Grad-CAM overlay on the crop
       cam/<roi>__<model>_slice.png the same map placed on the slice
 
+The two slice images are resized to square pixels with the slice's
+spacing, as the crops are, so they show the anatomy in its true
+proportions. ``box`` in the summary stays in the slice's own pixels.
+
 The folder is written under a temporary name next to ``OUT_DIR`` and
 renamed into place when complete, so ``OUT_DIR`` never contains a mix of
 two runs. No DICOM header value is written: the patient is named by the
@@ -39,6 +43,9 @@ PathLike = Union[str, Path]
 TOOL_NAME = 'stbsm-infer'
 SUMMARY_NAME = 'summary.json'
 REPORT_NAME = 'report.html'
+CAM_ALL_ZERO_NOTE = (
+    'Grad-CAM map is zero everywhere for this model and ROI: no region '
+    'raised the class score')
 RESEARCH_NOTICE = (
     'FOR RESEARCH USE ONLY. NOT A MEDICAL DEVICE. These probabilities come '
     'from a research model and have not been validated for clinical use; '
@@ -187,11 +194,22 @@ def _images(summary: dict, prediction: PatientPrediction,
 
 
 def draw_roi_boxes(prepared: PreparedSlice) -> np.ndarray:
-    """Draw each ROI's crop box and name on the normalised slice (RGB)."""
-    rgb = np.repeat(prepared.image[..., None], 3, axis=2).copy()
+    """Draw each ROI's crop box and name on the normalised slice (RGB).
+
+    The slice is first resized to square pixels with its spacing, and the
+    boxes are scaled to match.
+    """
+    from ..visualization.cam import to_square_pixels
+
+    height, width = prepared.image.shape[:2]
+    gray = to_square_pixels(prepared.image, prepared.spacing)
+    scale_x = gray.shape[1] / width
+    scale_y = gray.shape[0] / height
+    rgb = np.repeat(gray[..., None], 3, axis=2).copy()
     thickness = max(1, round(max(rgb.shape[:2]) / 400))
     for roi in prepared.rois:
-        x0, y0, x1, y1 = roi.box
+        x0, x1 = (round(value * scale_x) for value in roi.box[0::2])
+        y0, y1 = (round(value * scale_y) for value in roi.box[1::2])
         cv2.rectangle(rgb, (x0, y0), (x1 - 1, y1 - 1), (255, 200, 0),
                       thickness)
         cv2.putText(rgb, roi.name, (x0, max(12, y0 - 4)),
@@ -273,7 +291,8 @@ def render_html(summary: dict, images: Dict[str, np.ndarray],
         'table{border-collapse:collapse;margin:.5em 0}',
         'td,th{border:1px solid #999;padding:.25em .6em;text-align:right}',
         'th:first-child,td:first-child{text-align:left}',
-        'figure{display:inline-block;margin:.3em;text-align:center}',
+        'figure{display:inline-block;margin:.3em;text-align:center;'
+        'max-width:20em}',
         'img{image-rendering:pixelated}',
         '</style></head><body>',
         f'<p class="notice" id="research-notice">{escape(RESEARCH_NOTICE)}'
@@ -283,14 +302,16 @@ def render_html(summary: dict, images: Dict[str, np.ndarray],
         f'{escape(summary["decision_rule"])} Patient probabilities are the '
         'mean of the ROI probabilities.</p>',
         '<h2>Patient</h2>',
-        _probability_table(summary['patient'], classes, models),
+        _probability_table(summary['patient'], classes, models,
+                           summary['positive_class']),
         '<h2>Slice and ROIs</h2>',
         f'<img alt="slice with ROI boxes" style="max-width:100%;'
         f'max-height:40em" src="{_data_uri(images["slice_rois.png"])}">',
     ]
     for roi in summary['rois']:
         parts.append(f'<h2>ROI {escape(roi["roi"])}</h2>')
-        parts.append(_probability_table(roi, classes, models))
+        parts.append(_probability_table(roi, classes, models,
+                                        summary['positive_class']))
         parts.append(
             f'<figure><img alt="crop {escape(roi["roi"])}" height="200" '
             f'src="{_data_uri(images[roi["crop"]])}"><figcaption>crop'
@@ -298,10 +319,14 @@ def render_html(summary: dict, images: Dict[str, np.ndarray],
         for name in models:
             path = roi['models'][name]['cam_overlay']
             cam_class = roi['models'][name]['cam_class']
+            note = ''
+            if roi['models'][name].get('cam_all_zero'):
+                note = (f'<br><b class="cam-all-zero">'
+                        f'{escape(CAM_ALL_ZERO_NOTE)}</b>')
             parts.append(
                 f'<figure><img alt="Grad-CAM {escape(name)}" height="200" '
                 f'src="{_data_uri(images[path])}"><figcaption>'
-                f'{escape(name)}: Grad-CAM of {escape(cam_class)}'
+                f'{escape(name)}: Grad-CAM of {escape(cam_class)}{note}'
                 '</figcaption></figure>')
     parts.extend([
         '<h2>Models</h2><table><tr><th>model</th><th>threshold</th>'
@@ -320,8 +345,28 @@ def render_html(summary: dict, images: Dict[str, np.ndarray],
     return '\n'.join(parts) + '\n'
 
 
+def format_probability(value: float) -> str:
+    """Format a probability so that it can be compared with a threshold.
+
+    Values from 0.001 to 1 get three decimals. Smaller values get three
+    significant digits in scientific notation, so that 2e-7 does not show
+    as 0.000 next to a threshold of 2.26e-7.
+
+    NOTE: values within 0.0005 of 1 show as 1.000, so a threshold above
+    0.9995 can still look equal to the probability.
+
+    Examples:
+        >>> format_probability(0.8125), format_probability(2.04e-7)
+        ('0.812', '2.04e-07')
+    """
+    value = float(value)
+    if value != 0.0 and abs(value) < 1e-3:
+        return f'{value:.2e}'
+    return f'{value:.3f}'
+
+
 def _probability_table(entry: dict, classes: List[str],
-                       models: List[str]) -> str:
+                       models: List[str], positive_class: str) -> str:
     escape = html.escape
     header = ''.join(f'<th>P({escape(name)})</th>' for name in classes)
     rows = [f'<table><tr><th>model</th>{header}<th>threshold</th>'
@@ -330,13 +375,19 @@ def _probability_table(entry: dict, classes: List[str],
     labelled.append(('mean of models', entry['mean']))
     for name, values in labelled:
         cells = ''.join(
-            f'<td>{values["probabilities"][label]:.3f}</td>'
+            f'<td>{format_probability(values["probabilities"][label])}</td>'
             for label in classes)
         threshold = values['threshold']
+        predicted = values['predicted_class']
+        if predicted is None:
+            called = '(thresholds differ)'
+        else:
+            relation = '≥' if predicted == positive_class else '<'
+            called = (f'{predicted} (P({positive_class}) {relation} '
+                      f'{threshold:g})')
         rows.append(
             f'<tr><td>{escape(name)}</td>{cells}'
             f'<td>{"" if threshold is None else f"{threshold:g}"}</td>'
-            f'<td>{escape(values["predicted_class"] or "(thresholds differ)")}'
-            '</td></tr>')
+            f'<td>{escape(called)}</td></tr>')
     rows.append('</table>')
     return ''.join(rows)

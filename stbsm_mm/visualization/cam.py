@@ -561,6 +561,49 @@ def place_on_slice(slice_image: np.ndarray,
     return result
 
 
+def to_square_pixels(image: np.ndarray,
+                     spacing: Sequence[float]) -> np.ndarray:
+    """Resize a slice image so that its pixels are square on display.
+
+    The axis with the coarser spacing is upsampled to the finer spacing
+    (bilinear), so the image keeps the larger pixel count and shows the
+    anatomy in its true proportions.
+
+    Args:
+        image: ``H x W`` or ``H x W x C`` image on the slice's pixel grid.
+        spacing: ``(x, y)`` pixel spacing in mm, in SimpleITK order
+            (column spacing first).
+
+    Returns:
+        np.ndarray: The resized image, or ``image`` itself when the spacing
+        is already square.
+
+    Examples:
+        >>> import numpy as np
+        >>> to_square_pixels(np.zeros((10, 20), np.uint8), (0.5, 1.0)).shape
+        (20, 20)
+    """
+    values = [float(value) for value in spacing]
+    if len(values) != 2 or not all(
+            np.isfinite(value) and value > 0 for value in values):
+        raise ValueError(f'spacing={tuple(spacing)} is not two positive '
+                         'numbers; pass the (x, y) pixel spacing in mm.')
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise ValueError(f'image has shape {image.shape}; pass an H x W or '
+                         'H x W x C image.')
+
+    spacing_x, spacing_y = values
+    finest = min(spacing_x, spacing_y)
+    height, width = image.shape[:2]
+    new_width = max(1, round(width * spacing_x / finest))
+    new_height = max(1, round(height * spacing_y / finest))
+    if (new_width, new_height) == (width, height):
+        return image
+    return cv2.resize(image, (new_width, new_height),
+                      interpolation=cv2.INTER_LINEAR)
+
+
 def _as_gray(image: np.ndarray, argument: str) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 3:
