@@ -141,3 +141,21 @@ def test_auto_workers_keeps_cpu_and_opt_out(monkeypatch):
     cfg = _config(auto_workers=False)
     apply_speed_options(cfg, cuda_available=True)
     assert cfg.train_dataloader.num_workers == configured
+
+
+def _flushes_denormals() -> bool:
+    # A subnormal float64 reads back as 0 while flushing is on.
+    return torch.tensor([1e-323], dtype=torch.float64)[0].item() == 0
+
+
+@pytest.mark.parametrize('flush', [True, False])
+def test_flush_denormal_setting(tmp_path, flush):
+    cfg = _config(flush_denormal=flush)
+    cfg.work_dir = str(tmp_path)
+    prepare_run_config(cfg)
+    torch.set_flush_denormal(False)
+    try:
+        STBSMRunner.from_cfg(cfg)
+        assert _flushes_denormals() is flush
+    finally:
+        torch.set_flush_denormal(False)

@@ -39,3 +39,13 @@ pretrained = None
 load_from = None
 resume = False
 randomness = dict(seed=0, deterministic=False)
+
+# Speed settings (stbsm_mm.engine.speed): mixed precision and channels-last
+# weights need a CUDA GPU; auto_workers raises the training dataloader's
+# workers on a CUDA machine. flush_denormal makes CPU arithmetic flush
+# subnormal floats to zero, which speeds up CPU training.
+amp = None
+channels_last = False
+pin_memory = None
+auto_workers = True
+flush_denormal = True

@@ -15,7 +15,9 @@ class STBSMRunner(Runner):
     """MMEngine's Runner, with safe checkpoint files.
 
     With ``channels_last = True`` in the config, the model is converted to
-    the channels-last memory format before it is wrapped.
+    the channels-last memory format before it is wrapped. Unless the
+    config sets ``flush_denormal = False``, CPU arithmetic flushes
+    subnormal floats to zero (:func:`torch.set_flush_denormal`).
 
     Each checkpoint is written to a temporary name and renamed into place,
     so a crash never leaves a truncated ``.pth``. Its SHA-256 is then
@@ -28,6 +30,14 @@ class STBSMRunner(Runner):
         >>> cfg = Config.fromfile('configs/stbsm/resnet34_stbsm.py')  # doctest: +SKIP
         >>> runner = STBSMRunner.from_cfg(cfg)  # doctest: +SKIP
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.cfg.get('flush_denormal', True):
+            # Arithmetic on subnormal floats is slow on x86 CPUs (see
+            # docs/benchmarks.md for MViTv2). Only CPU arithmetic is
+            # affected, and runs stay deterministic.
+            torch.set_flush_denormal(True)
 
     def wrap_model(self, model_wrapper_cfg, model):
         # Converting after DDP has registered the parameters would leave
