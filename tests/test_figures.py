@@ -185,7 +185,8 @@ def test_cv_folds(tmp_path):
     }
     stem = tmp_path / 'cv'
     text = check_outputs(plot_cv_folds(cv_summary, stem), stem)
-    assert 'accuracy' in text and 'auc' in text
+    assert 'accuracy' in text
+    assert 'auc' in text
     # npv is not among the default figures.
     assert 'npv' not in text
     assert 'folds 0, 1, 2' in text

@@ -383,8 +383,8 @@ def test_max_pixels_counts_all_slices(tmp_path):
 
 
 def test_max_pixels_checked_before_decoding(tmp_path):
-    # The header promises 100000 x 100000 pixels but holds 16 bytes, so
-    # decoding would fail with another error.
+    # The header declares 100000 x 100000 pixels but the file contains
+    # 16 bytes, so decoding would fail with another error.
     path = tmp_path / 'huge.mha'
     header = ('ObjectType = Image\nNDims = 2\nDimSize = 100000 100000\n'
               'ElementType = MET_UCHAR\nElementDataFile = LOCAL\n')

@@ -1,7 +1,7 @@
 """Compare N4 settings on a cohort's slices: time and effect on the result.
 
-N4 is iterative and has no single right answer: more iterations and a
-finer fit grid keep changing the corrected slice a little. This tool runs
+N4 is iterative and has no single correct result, because more iterations
+and a finer fit grid keep changing the corrected slice a little. This tool runs
 several settings on the same slices and reports, for each, the seconds per
 slice and how far its normalised slice (0..255, as prepared) lies from a
 long reference fit and from the first setting, as the mean absolute

@@ -8,8 +8,8 @@ Three top-level config variables, all off on the CPU by default:
 * ``channels_last``: ``True`` stores the model's 4-D weights in the
   channels-last memory format, which tensor cores on recent NVIDIA GPUs
   run faster. :class:`~stbsm_mm.engine.STBSMRunner` converts the model
-  before wrapping it for distributed training, so DDP sees the final
-  parameters.
+  before wrapping it for distributed training, so DDP registers the
+  converted parameters.
 * ``pin_memory``: ``True``, ``False`` or ``None`` (the default) for "when a
   CUDA device is present". Dataloaders that set ``pin_memory`` themselves
   keep their value.
@@ -37,7 +37,7 @@ def apply_speed_options(cfg: Config,
 
     Args:
         cfg: The run's config; changed in place.
-        cuda_available: Whether a CUDA device is present. ``None`` asks
+        cuda_available: Whether a CUDA device is present. ``None`` calls
             :func:`torch.cuda.is_available`.
 
     Raises:

@@ -82,13 +82,13 @@ def read_slice(path: PathLike,
         SimpleITK.Image: a 2-D float32 image with the source's spacing.
 
     Raises:
-        SliceReadError: the file is missing, unreadable or compressed in a
-            transfer syntax SimpleITK cannot decode; the source is larger
-            than ``max_pixels``; the folder contains several series and none or
-            several are sagittal T2; the source contains several slices and
-            none was chosen, or the chosen one is absent; the slice is
-            coloured, blank (one value everywhere) or contains NaN or
-            infinite pixels.
+        SliceReadError: the file is missing, unreadable, or compressed in a
+            transfer syntax SimpleITK cannot decode. The source is larger
+            than ``max_pixels``. The folder contains several series, and
+            none or several of them are sagittal T2. The source contains
+            several slices and none was chosen, or the chosen one is
+            absent. The slice is coloured, blank (one value everywhere) or
+            contains NaN or infinite pixels.
 
     Examples:
         >>> import numpy as np, SimpleITK as sitk, tempfile, os
@@ -195,7 +195,7 @@ def _check_size(path: Path, size: Sequence[int],
 
 
 class _Series(NamedTuple):
-    """One series of a DICOM folder as the error messages describe it."""
+    """Description of one series of a DICOM folder, for error messages."""
 
     file_names: List[str]
     description: str

@@ -4,7 +4,7 @@ A work dir contains one test output folder per split (``<work_dir>/<split>/``
 with ``summary.json``, ``metrics.json``, ``predictions.csv``,
 ``test_run.json`` and optionally ``threshold.json``), ``train_run.json``
 from training, and ``cv_summary.json`` from cross-validation. Missing files
-are recorded as notes so that a report can say what it left out.
+are recorded as notes so that a report can list what it left out.
 """
 from __future__ import annotations
 
