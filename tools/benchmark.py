@@ -315,8 +315,15 @@ def stage_train(spec: dict) -> dict:
 
     import stbsm_mm  # noqa: F401  registers the dataset, transform, runner
 
+    from stbsm_mm.engine.speed import retain_freed_memory
+
     cfg = load_config(spec['backbone'], spec['data_root'], spec['work_dir'],
                       spec['batch_size'])
+    retain = spec.get('retain_freed_memory', True)
+    cfg.retain_freed_memory = retain
+    # Applied here as well as by STBSMRunner, so that the bare path has the
+    # same malloc settings whichever path runs first.
+    retained = retain_freed_memory() if retain else False
     runner = _time_runner_path(cfg, spec['warmup'], spec['repeats'])
     bare = _time_bare_path(cfg, spec['warmup'], spec['repeats'],
                            spec['device'])
@@ -327,6 +334,7 @@ def stage_train(spec: dict) -> dict:
         'batch_size': batch_size,
         'device': 'cuda' if torch.cuda.is_available() else 'cpu',
         'warmup_iterations': spec['warmup'],
+        'retain_freed_memory': retained,
         'runner': runner,
         'bare': bare,
         'runner_to_bare_ratio': ratio,
@@ -772,6 +780,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         default='bf16',
                         help='Autocast dtype of the GPU stage, measured '
                         'next to fp32 (default bf16).')
+    parser.add_argument('--default-malloc', action='store_true',
+                        help='Train with glibc\'s default malloc settings '
+                        '(retain_freed_memory = False in the config), to '
+                        'measure what retaining freed memory gains.')
     parser.add_argument('--work-dir', default=None,
                         help='Folder for the cohort, prepared data and '
                         'checkpoints (default: a temporary folder, removed '
@@ -841,6 +853,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             'device': args.device,
             'amp': args.amp,
             'workers': workers,
+            'retain_freed_memory': not args.default_malloc,
         },
     }
     try:
@@ -876,6 +889,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                 'warmup': warmup,
                 'repeats': args.repeats,
                 'device': 'cuda' if cuda else 'cpu',
+                'retain_freed_memory': not args.default_malloc,
             }, stage_dir / name, cpu_only=not cuda)
             memory[name] = result.pop('memory')
             report['training'][backbone] = result

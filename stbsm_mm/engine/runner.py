@@ -8,6 +8,7 @@ from mmengine.runner import Runner
 from mmpretrain.registry import RUNNERS
 
 from .checkpoint import prune_trust_record, record_trusted_checkpoint
+from .speed import retain_freed_memory
 
 
 @RUNNERS.register_module()
@@ -17,7 +18,10 @@ class STBSMRunner(Runner):
     With ``channels_last = True`` in the config, the model is converted to
     the channels-last memory format before it is wrapped. Unless the
     config sets ``flush_denormal = False``, CPU arithmetic flushes
-    subnormal floats to zero (:func:`torch.set_flush_denormal`).
+    subnormal floats to zero (:func:`torch.set_flush_denormal`). Unless
+    it sets ``retain_freed_memory = False``, glibc's malloc keeps freed
+    memory for reuse (:func:`~stbsm_mm.engine.speed.retain_freed_memory`),
+    so that each CPU training step does not fault its activations in again.
 
     Each checkpoint is written to a temporary name and renamed into place,
     so a crash never leaves a truncated ``.pth``. Its SHA-256 is then
@@ -38,6 +42,10 @@ class STBSMRunner(Runner):
             # docs/benchmarks.md for MViTv2). Only CPU arithmetic is
             # affected, and runs stay deterministic.
             torch.set_flush_denormal(True)
+        if self.cfg.get('retain_freed_memory', True):
+            # DataLoader workers forked later inherit the setting.
+            if retain_freed_memory():
+                self.logger.debug('glibc malloc keeps freed memory.')
 
     def wrap_model(self, model_wrapper_cfg, model):
         # Converting after DDP has registered the parameters would leave
