@@ -168,7 +168,7 @@ import resource, sys
 import numpy as np
 from stbsm_mm.engine.speed import retain_freed_memory
 applied = retain_freed_memory() if sys.argv[1] == 'retain' else False
-block = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, above every default
+block = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB: above glibc's largest dynamic mmap threshold (32 MiB)
 del block
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):

@@ -51,7 +51,7 @@ def retain_freed_memory(limit: int = RETAIN_BELOW_BYTES) -> bool:
     A CPU training step allocates and frees gigabytes of activations, so
     each step then faults the same memory in again, page by page. With
     blocks up to ``limit`` served from the heap and no trimming, the
-    second and later steps reuse the pages. The process then holds its
+    second and later steps reuse the pages. The process then keeps its
     peak memory until it exits, and the peak can be a little higher (11.0
     instead of 10.0 GiB for MViTv2 at batch 32).
 
@@ -77,7 +77,8 @@ def retain_freed_memory(limit: int = RETAIN_BELOW_BYTES) -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    # A fixed mmap threshold also stops glibc's own adjustment of both.
+    # Setting either threshold turns off glibc's dynamic adjustment of
+    # both, so both are set.
     return bool(mallopt(_M_MMAP_THRESHOLD, limit)
                 and mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
 
