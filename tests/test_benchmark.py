@@ -36,7 +36,8 @@ def tiny_report(tmp_path_factory) -> dict:
     # One backbone keeps the smoke test short; the stages are the same for
     # every backbone.
     result = run_tool('tools/benchmark.py', '--tiny', '--backbones',
-                      'resnet34', '--out', out, timeout=900)
+                      'resnet34', '--dist-procs', '2', '--out', out,
+                      timeout=900)
     assert 'Runner step / bare step' in result.output
     return json.loads(out.read_text())
 
@@ -107,6 +108,23 @@ def test_tiny_memory_gpu_targets(tiny_report):
     assert statuses['MViTv2-small bf16 training throughput'] == (
         'not measured')
     assert statuses['mvitv2 Runner step / bare step'] == 'not measured'
+    # Tiny figures come from batch 4 and 256 x 256 slices, so they are not
+    # compared with targets set for batch 32 and 512 x 512 slices.
+    assert statuses['resnet34 Runner step / bare step'] == 'not measured'
+    assert statuses['700 slices preprocessed (cold)'] == 'not measured'
+    measured = {target['target']: target['measured']
+                for target in tiny_report['targets']}
+    assert measured['resnet34 Runner step / bare step'] > 0
+
+
+def test_tiny_two_process_launch(tiny_report):
+    dist = tiny_report['distributed']
+    assert dist['skipped'] is False
+    assert dist['processes'] == 2
+    assert dist['backend'] == 'gloo'
+    assert dist['backbone'] == 'resnet34'
+    _assert_summary(dist['iteration_seconds'], 'distributed iteration')
+    _assert_summary(dist['images_per_s'], 'distributed images/s')
 
 
 def test_summarize_median_min_max():
@@ -120,9 +138,37 @@ def test_summarize_median_min_max():
         benchmark.summarize([])
 
 
+def test_cli_rejects_one_dist_process(tmp_path):
+    result = run_tool('tools/benchmark.py', '--dist-procs', '1', '--out',
+                      tmp_path / 'x.json', expect_ok=False, timeout=60)
+    assert result.returncode == 2
+    assert '--dist-procs 1' in result.output
+
+
 def test_cli_rejects_unknown_backbone(tmp_path):
     result = run_tool('tools/benchmark.py', '--backbones', 'vgg16', '--out',
                       tmp_path / 'x.json', expect_ok=False, timeout=60)
     assert result.returncode == 2
     assert 'vgg16' in result.output
     assert not (tmp_path / 'x.json').exists()
+
+
+@pytest.mark.parametrize('amp', ['bf16', 'fp16'])
+def test_gpu_stage_loop_on_cpu(tmp_path, amp):
+    # The GPU stage's loop, on the CPU with a tiny batch: fp32 and
+    # autocast steps, and the result's layout.
+    benchmark = _load_benchmark_module()
+    result = benchmark.stage_gpu({
+        'device': 'cpu', 'backbones': ['resnet34'], 'batch_size': 2,
+        'amp': amp, 'warmup': 1, 'iterations': 2,
+        'data_root': str(tmp_path), 'work_dir': str(tmp_path / 'work'),
+    })
+    assert result['skipped'] is False
+    assert result['device'] == 'cpu'
+    assert result['gpu'] is None
+    modes = result['backbones']['resnet34']
+    assert set(modes) == {'fp32', amp}
+    for mode in modes.values():
+        _assert_summary(mode['step_seconds'], 'step')
+        _assert_summary(mode['images_per_s'], 'images/s')
+        assert mode['step_seconds']['n'] == 2
