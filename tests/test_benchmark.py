@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from conftest import REPO_ROOT, run_tool
 
@@ -47,6 +48,9 @@ def test_tiny_machine_and_versions(tiny_report):
     assert machine['cpu_count'] >= 1
     assert machine['cpu_model']
     assert 'gpu' in machine
+    assert machine['gpu_count'] >= 0
+    assert len(machine['load_average_at_start']) == 3
+    assert tiny_report['settings']['amp'] is None
     versions = tiny_report['versions']
     for package in ('python', 'torch', 'mmpretrain', 'mmengine', 'stbsm_mm'):
         assert versions.get(package), package
@@ -112,6 +116,10 @@ def test_tiny_memory_gpu_targets(tiny_report):
     # compared with targets set for batch 32 and 512 x 512 slices.
     assert statuses['resnet34 Runner step / bare step'] == 'not measured'
     assert statuses['700 slices preprocessed (cold)'] == 'not measured'
+    assert statuses['warm re-run of 700 slices'] == 'not measured'
+    notes = {target['target']: target['note']
+             for target in tiny_report['targets']}
+    assert 'not among --backbones' in notes['mvitv2 Runner step / bare step']
     measured = {target['target']: target['measured']
                 for target in tiny_report['targets']}
     assert measured['resnet34 Runner step / bare step'] > 0
@@ -136,6 +144,45 @@ def test_summarize_median_min_max():
     assert summary['n'] == 3
     with pytest.raises(ValueError, match='values is empty'):
         benchmark.summarize([])
+
+
+def test_cli_rejects_all_with_names(tmp_path):
+    result = run_tool('tools/benchmark.py', '--backbones', 'all', 'resnet34',
+                      '--out', tmp_path / 'x.json', expect_ok=False,
+                      timeout=60)
+    assert result.returncode == 2
+    assert 'give "all" alone' in result.output
+
+
+def test_cli_keeps_existing_out(tmp_path):
+    out = tmp_path / 'benchmark.json'
+    out.write_text('{"earlier": true}')
+    result = run_tool('tools/benchmark.py', '--tiny', '--out', out,
+                      expect_ok=False, timeout=60)
+    assert result.returncode != 0
+    assert 'exists. Pass --overwrite' in result.output
+    assert out.read_text() == '{"earlier": true}'
+
+
+def test_cli_rejects_missing_out_folder(tmp_path):
+    out = tmp_path / 'missing' / 'benchmark.json'
+    result = run_tool('tools/benchmark.py', '--tiny', '--out', out,
+                      expect_ok=False, timeout=60)
+    assert result.returncode != 0
+    assert 'does not exist' in result.output
+    assert not out.parent.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine '
+                    'without CUDA')
+def test_cli_rejects_cuda_without_gpu(tmp_path):
+    result = run_tool('tools/benchmark.py', '--tiny', '--device', 'cuda',
+                      '--out', tmp_path / 'x.json', expect_ok=False,
+                      timeout=60)
+    assert result.returncode != 0
+    assert 'torch.cuda.is_available() is False' in result.output
+    assert 'Synthetic cohort written' not in result.output
+    assert not (tmp_path / 'x.json').exists()
 
 
 def test_cli_rejects_one_dist_process(tmp_path):

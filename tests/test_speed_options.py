@@ -116,7 +116,8 @@ def test_train_amp_on_cpu_rejected(tmp_path):
                       '--work-dir', tmp_path / 'work', expect_ok=False,
                       timeout=300)
     assert result.returncode != 0
-    assert "amp='bf16' needs a CUDA GPU" in result.output
+    assert "error: amp='bf16' needs a CUDA GPU" in result.output
+    assert 'Traceback' not in result.output
     assert not list((tmp_path / 'work').glob('*.pth'))
 
 

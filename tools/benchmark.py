@@ -124,6 +124,10 @@ def machine_info() -> dict:
     gpu_name = None
     if torch.cuda.is_available():
         gpu_name = torch.cuda.get_device_name(0)
+    try:
+        load = [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        load = None
 
     return {
         'cpu_model': cpu_model,
@@ -132,6 +136,10 @@ def machine_info() -> dict:
         'memory_gib': memory_gib,
         'torch_threads': torch.get_num_threads(),
         'gpu': gpu_name,
+        'gpu_count': torch.cuda.device_count(),
+        # 1-, 5- and 15-minute load averages when the run started. Other
+        # work on the machine slows every figure.
+        'load_average_at_start': load,
         'platform': platform.platform(),
         'hostname': platform.node(),
     }
@@ -761,7 +769,9 @@ def evaluate_targets(report: dict) -> List[dict]:
         note = (f'CPU, batch {settings["batch_size"]}; the target is for '
                 'batch 32 on the CPU')
         ratio = entry['runner_to_bare_ratio'] if entry else None
-        if entry and entry['device'] != 'cpu':
+        if entry is None:
+            note = f'{backbone} is not among --backbones'
+        elif entry['device'] != 'cpu':
             ratio, note = None, 'measured on the GPU; the target is for CPU'
         targets.append(_target(
             f'{backbone} Runner step / bare step', ratio,
@@ -779,7 +789,8 @@ def evaluate_targets(report: dict) -> List[dict]:
     warm = 700 / preprocess['warm_slices_per_s']['median']
     targets.append(_target(
         'warm re-run of 700 slices', warm, TARGET_WARM_SECONDS, False, 's',
-        f'scaled from {preprocess["slices"]} slices; {cores_note}'))
+        f'scaled from {preprocess["slices"]} slices; {cores_note}',
+        comparable=report['cohort']['image_size'] == [512, 512]))
 
     inference = report['inference']
     targets.append(_target(
@@ -875,7 +886,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         'inference speed and peak memory; write a JSON file and print a '
         'table.')
     parser.add_argument('--out', default='benchmark.json',
-                        help='JSON file to write (default: benchmark.json).')
+                        help='JSON file to write (default: benchmark.json); '
+                        'an existing file is kept unless --overwrite.')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='Replace the --out file if it exists.')
     parser.add_argument('--repeats', type=int, default=None,
                         help='Runs per figure (default 3, 1 with --tiny); '
                         'the median, min and max are reported. For '
@@ -939,6 +953,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f'--batch-size {args.batch_size}: use 2 or more '
                      '(batch normalisation needs two samples).')
     backbones = args.backbones or list(DEFAULT_BACKBONES)
+    if 'all' in backbones and len(backbones) > 1:
+        parser.error(f'--backbones {" ".join(backbones)}: give "all" alone '
+                     'or a list of names.')
     if backbones == ['all']:
         backbones = list(BACKBONES)
     unknown = [name for name in backbones if name not in BACKBONES]
@@ -947,6 +964,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                      f'{BACKBONES} or "all".')
     args.backbones = backbones
     return args
+
+
+def check_out_path(out: Path, overwrite: bool) -> None:
+    """Exit before any stage runs if the JSON file cannot be written."""
+    if out.is_dir():
+        raise SystemExit(f'error: --out {out} is a folder; give a file name '
+                         'such as benchmark.json.')
+    if out.exists() and not overwrite:
+        raise SystemExit(f'error: --out {out} exists. Pass --overwrite to '
+                         'replace it, or give another file name.')
+    folder = out.parent if str(out.parent) else Path('.')
+    if not folder.is_dir():
+        raise SystemExit(f'error: the folder of --out {out} does not exist; '
+                         'create it first.')
+    if not os.access(folder, os.W_OK):
+        raise SystemExit(f'error: the folder of --out {out} is not '
+                         'writable; give a file in a writable folder.')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -959,6 +993,19 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     from stbsm_mm.engine.provenance import package_versions
 
+    check_out_path(Path(args.out), args.overwrite)
+    if args.device == 'cuda':
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus == 0:
+            raise SystemExit(
+                'error: --device cuda, but torch.cuda.is_available() is False '
+                'on this machine. Run without --device for the CPU figures, '
+                'or on a machine with a CUDA GPU.')
+        if args.dist_procs and args.dist_procs > gpus:
+            raise SystemExit(
+                f'error: --dist-procs {args.dist_procs} with --device cuda '
+                f'needs one GPU per process, and this machine has {gpus}.')
+
     started = datetime.now(timezone.utc)
     keep = args.work_dir is not None
     work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix='stbsm_bench_'))
@@ -966,7 +1013,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     image_size = 256 if args.tiny else 512
     warmup = 1 if args.tiny else 2
     workers = os.cpu_count() or 1
-    cuda = args.device == 'cuda' and torch.cuda.is_available()
+    cuda = args.device == 'cuda'
 
     report = {
         'command': [sys.executable] + sys.argv,
@@ -981,7 +1028,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             'batch_size': args.batch_size,
             'warmup_iterations': warmup,
             'device': args.device,
-            'amp': args.amp,
+            # Autocast is measured in the GPU stage only.
+            'amp': args.amp if cuda else None,
             'workers': workers,
             'retain_freed_memory': not args.default_malloc,
         },
@@ -1051,15 +1099,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         report['inference'] = result
 
         # Step 6: GPU throughput, fp32 and autocast.
-        if args.device != 'cuda':
+        if not cuda:
             report['gpu'] = {'skipped': True,
                              'reason': 'not requested; run with --device '
                              'cuda on a machine with a CUDA GPU.'}
-        elif not torch.cuda.is_available():
-            report['gpu'] = {'skipped': True,
-                             'reason': '--device cuda was given but '
-                             'torch.cuda.is_available() is False on this '
-                             'machine.'}
         else:
             result = run_stage('gpu', {
                 'data_root': data_root,
@@ -1103,9 +1146,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         if not keep:
             shutil.rmtree(work_dir, ignore_errors=True)
 
+    # The table goes to the console first, so that the figures survive a
+    # failed write.
+    print(format_table(report))
     from stbsm_mm.utils import atomic_write_json
     atomic_write_json(args.out, report)
-    print(format_table(report))
     print(f'\nWrote {args.out}')
     return report
 

@@ -92,7 +92,11 @@ def build_config(args) -> Config:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
         cfg.default_hooks.checkpoint.save_best = None
 
-    prepare_run_config(cfg)
+    try:
+        prepare_run_config(cfg)
+    except ValueError as error:
+        # An invalid setting in the config, e.g. --amp without a CUDA GPU.
+        raise SystemExit(f'error: {error}')
     setup_distributed(cfg, args.launcher)
     return cfg
 
