@@ -214,6 +214,8 @@ def test_runner_retain_freed_memory_setting(tmp_path, monkeypatch, retain):
                         lambda: calls.append(True) or True)
     cfg = _config(retain_freed_memory=retain)
     cfg.work_dir = str(tmp_path)
+    # A name of its own: MMEngine warns when two runners share one.
+    cfg.experiment_name = f'retain_freed_memory_{retain}'
     prepare_run_config(cfg)
     STBSMRunner.from_cfg(cfg)
     assert calls == ([True] if retain else [])
