@@ -857,13 +857,16 @@ def format_table(report: dict) -> str:
 
     lines = _columns(rows)
     lines.append('')
-    target_rows = [('target', 'measured', 'limit', 'status')]
+    target_rows = [('target', 'measured', 'limit', 'status', 'note')]
     for target in report['targets']:
         measured = target['measured']
         measured_text = '-' if measured is None else f'{measured:.3f}'
+        # The note gives the reason for "not measured", or the conditions
+        # of the measurement.
         target_rows.append(
             (target['target'], f'{measured_text} {target["unit"]}',
-             f'{target["comparison"]} {target["limit"]:g}', target['status']))
+             f'{target["comparison"]} {target["limit"]:g}', target['status'],
+             target.get('note', '')))
     lines += _columns(target_rows)
     if gpu.get('skipped'):
         lines.append(f'GPU stage skipped: {gpu["reason"]}')

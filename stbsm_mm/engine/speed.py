@@ -121,7 +121,8 @@ def apply_speed_options(cfg: Config,
         if not cuda_available:
             raise ValueError(
                 f'amp={amp!r} needs a CUDA GPU, and none is available. '
-                'Train on the CPU in fp32 (amp=None).')
+                'Train on the CPU in fp32: leave out --amp, or set '
+                'amp=None in the config.')
         cfg.optim_wrapper['type'] = 'AmpOptimWrapper'
         cfg.optim_wrapper['dtype'] = AMP_DTYPES[amp]
 
