@@ -166,6 +166,14 @@ def test_cli_keeps_existing_out(tmp_path):
     assert out.read_text() == '{"earlier": true}'
 
 
+def test_cli_rejects_folder_as_out(tmp_path):
+    result = run_tool('tools/benchmark.py', '--tiny', '--out', tmp_path,
+                      expect_ok=False, timeout=60)
+    assert result.returncode != 0
+    assert 'is a folder; give a file name' in result.output
+    assert 'Synthetic cohort written' not in result.output
+
+
 def test_cli_rejects_missing_out_folder(tmp_path):
     out = tmp_path / 'missing' / 'benchmark.json'
     result = run_tool('tools/benchmark.py', '--tiny', '--out', out,

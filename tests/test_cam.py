@@ -252,13 +252,34 @@ def is_square(spacing) -> bool:
     return abs(spacing[0] - spacing[1]) <= 1e-6 * spacing[0]
 
 
+def make_split_run(spider_prepared, tmp_path, split, chosen):
+    """Copy ``chosen`` samples into a data root as ``<split>.json``.
+
+    Returns the data root and a checkpoint of a randomly initialised
+    ResNet34.
+    """
+    data_root = tmp_path / 'prepared'
+    (data_root / 'annotations').mkdir(parents=True)
+    shutil.copy(spider_prepared / 'manifest.json', data_root)
+    metainfo = json.loads(
+        (spider_prepared / 'annotations' / 'all.json').read_text())['metainfo']
+    for sample in chosen:
+        target = data_root / sample['img_path']
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy(spider_prepared / sample['img_path'], target)
+    shutil.copytree(spider_prepared / 'slices', data_root / 'slices')
+    (data_root / 'annotations' / f'{split}.json').write_text(
+        json.dumps(dict(metainfo=metainfo, data_list=chosen)))
+    model = explainer_for('resnet34').model
+    checkpoint = tmp_path / 'random.pth'
+    torch.save({'state_dict': model.state_dict()}, checkpoint)
+    return data_root, checkpoint
+
+
 def test_vis_cam_split_sheet(spider_prepared, tmp_path):
     # A two-ROI split (one per class, one slice with non-square pixels and
     # one with square pixels) of the prepared real cohort keeps the run
     # short, and the tool reads any annotations/<split>.json.
-    data_root = tmp_path / 'prepared'
-    (data_root / 'annotations').mkdir(parents=True)
-    shutil.copy(spider_prepared / 'manifest.json', data_root)
     manifest = json.loads((spider_prepared / 'manifest.json').read_text())
     spacings = {roi['roi_id']: roi['source_spacing']
                 for roi in manifest['rois']}
@@ -269,16 +290,8 @@ def test_vis_cam_split_sheet(spider_prepared, tmp_path):
         chosen += [s for s in samples['data_list'] if s['gt_label'] == label
                    and is_square(spacings[s['roi_id']]) == square][:1]
     assert len(chosen) == 2
-    for sample in chosen:
-        target = data_root / sample['img_path']
-        target.parent.mkdir(exist_ok=True)
-        shutil.copy(spider_prepared / sample['img_path'], target)
-    shutil.copytree(spider_prepared / 'slices', data_root / 'slices')
-    (data_root / 'annotations' / 'subset.json').write_text(
-        json.dumps(dict(metainfo=samples['metainfo'], data_list=chosen)))
-    model = explainer_for('resnet34').model
-    checkpoint = tmp_path / 'random.pth'
-    torch.save({'state_dict': model.state_dict()}, checkpoint)
+    data_root, checkpoint = make_split_run(spider_prepared, tmp_path,
+                                           'subset', chosen)
     out_dir = tmp_path / 'cam'
 
     run_tool('tools/vis_cam.py', CONFIGS / 'resnet34_stbsm.py', checkpoint,
@@ -308,22 +321,11 @@ def test_vis_cam_threshold_file(spider_prepared, tmp_path):
     # Threshold 0 calls every ROI positive, so a threshold file that puts
     # the threshold just above every score of its positive class calls
     # none positive.
-    data_root = tmp_path / 'prepared'
-    (data_root / 'annotations').mkdir(parents=True)
-    shutil.copy(spider_prepared / 'manifest.json', data_root)
     samples = json.loads(
         (spider_prepared / 'annotations' / 'all.json').read_text())
     chosen = [s for s in samples['data_list'] if s['gt_label'] == 0][:2]
-    for sample in chosen:
-        target = data_root / sample['img_path']
-        target.parent.mkdir(exist_ok=True)
-        shutil.copy(spider_prepared / sample['img_path'], target)
-    shutil.copytree(spider_prepared / 'slices', data_root / 'slices')
-    (data_root / 'annotations' / 'two.json').write_text(
-        json.dumps(dict(metainfo=samples['metainfo'], data_list=chosen)))
-    model = explainer_for('resnet34').model
-    checkpoint = tmp_path / 'random.pth'
-    torch.save({'state_dict': model.state_dict()}, checkpoint)
+    data_root, checkpoint = make_split_run(spider_prepared, tmp_path, 'two',
+                                           chosen)
     classes = samples['metainfo']['classes']
     threshold_file = tmp_path / 'threshold.json'
 

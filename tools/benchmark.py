@@ -637,8 +637,9 @@ def measure_distributed(spec: dict) -> dict:
     measured = iteration_times[spec['warmup']:steps]
     if not measured:
         raise RuntimeError(
-            f'{logs[-1]} has {len(iteration_times)} iteration times; '
-            f'{spec["warmup"]} warm-up iterations leave none to measure.')
+            f'{logs[-1]} has {len(iteration_times)} iteration times, so '
+            f'{spec["warmup"]} warm-up iterations leave none to measure. '
+            'Use more --slices or a smaller --batch-size.')
     backend = None
     for line in process.stdout.splitlines():
         if 'distributed backend:' in line:

@@ -1,6 +1,6 @@
 """Speed settings of a run: mixed precision, channels-last, pinned memory.
 
-Three top-level config variables, all off on the CPU by default:
+Four top-level config variables, all off on the CPU by default:
 
 * ``amp``: ``None``, ``'bf16'`` or ``'fp16'``. Trains with
   ``torch.autocast`` through MMEngine's ``AmpOptimWrapper``, which needs a
@@ -52,8 +52,9 @@ def retain_freed_memory(limit: int = RETAIN_BELOW_BYTES) -> bool:
     each step then faults the same memory in again, page by page. With
     blocks up to ``limit`` served from the heap and no trimming, the
     second and later steps reuse the pages. The process then keeps its
-    peak memory until it exits, and the peak can be a little higher (11.0
-    instead of 10.0 GiB for MViTv2 at batch 32).
+    peak memory until it exits, and the peak can be a little higher: 10.4
+    instead of 10.0 GiB for MViTv2 training at batch 32 in
+    ``tools/benchmark.py``.
 
     Args:
         limit: Blocks of this many bytes or more are still mapped
@@ -68,7 +69,8 @@ def retain_freed_memory(limit: int = RETAIN_BELOW_BYTES) -> bool:
         True
     """
     if not 0 < limit <= _INT_MAX:
-        raise ValueError(f'limit={limit}; use 1 to {_INT_MAX} bytes.')
+        raise ValueError(f'invalid limit={limit}: use 1 to {_INT_MAX} '
+                         'bytes.')
     try:
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
